@@ -1,0 +1,61 @@
+"""The `salt` command: one subcommand per pipeline stage.
+
+Each subcommand lives in the module that does the work; that module defines
+``add_arguments(parser)`` and ``main(args) -> int``. Modules are imported only
+when their subcommand runs, so `salt --help` and the light stages stay fast
+(torch is never imported to write a ROOT file).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# subcommand -> (module, one-line help)
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "generate": ("salt.data.sources.pythia", "generate labelled jets with Pythia8 + FastJet into a JetClass-schema ROOT file"),
+    "download": ("salt.data.download", "download a dataset's raw files (resumable, md5-checked)"),
+    "extract": ("salt.data.archive", "safely extract a downloaded tar/zip archive"),
+    "preprocess": ("salt.data.preprocess", "sort, cut and pad one raw file into HDF5 shards"),
+    "manifest": ("salt.data.shards", "index shards and fit normalisation statistics on the train split"),
+    "train": ("salt.train", "train one model variant on one dataset/sort/seed"),
+    "evaluate": ("salt.evaluate", "evaluate a trained model on the test split"),
+    "bench": ("salt.bench", "measure latency, throughput and memory of model variants"),
+    "report": ("salt.report.build", "assemble tables and figures from metrics and benchmarks"),
+    "model-info": ("salt.models.cost", "parameter and FLOP counts of a model variant"),
+    "reference-check": ("salt.models.reference", "compare models with the authors' reference outputs"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="salt", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="store_true", help="print the package version and exit")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (_module, help_text) in SUBCOMMANDS.items():
+        sub.add_parser(name, help=help_text, add_help=False)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in SUBCOMMANDS:
+        name = argv[0]
+        module = importlib.import_module(SUBCOMMANDS[name][0])
+        parser = argparse.ArgumentParser(prog=f"salt {name}", description=SUBCOMMANDS[name][1])
+        module.add_arguments(parser)
+        args = parser.parse_args(argv[1:])
+        return int(module.main(args) or 0)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.version:
+        from salt import __version__
+
+        print(__version__)
+        return 0
+    parser.print_help()
+    return 0 if not argv else 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
