@@ -1,0 +1,162 @@
+"""Jet kinematics, particle features and the sort keys that define SAL-T's partitions.
+
+Everything here works on physical values (GeV, radians) held in jagged awkward
+arrays, before any normalisation: the authors' code computed kT on normalised
+inputs, which makes "ΔR" unphysical and can sort soft particles behind the
+padding (research/paper.md §2.5). Sorting is stable and descending; padding is
+added afterwards, so it always comes last.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import awkward as ak
+import numpy as np
+
+from salt.data.record import Record, RecordError
+
+TWO_PI = 2.0 * np.pi
+
+
+def wrap_phi(dphi):
+    """Wrap an angle difference into [-π, π)."""
+    return (dphi + np.pi) % TWO_PI - np.pi
+
+
+def delta_phi(phi1, phi2):
+    return wrap_phi(phi1 - phi2)
+
+
+def delta_r(deta, dphi):
+    return np.sqrt(deta * deta + dphi * dphi)
+
+
+def kt(pt, deta, dphi):
+    """kT = pT · ΔR to the jet axis, the paper's ordering variable."""
+    return pt * delta_r(deta, dphi)
+
+
+# ---------------------------------------------------------------------------
+# Sort keys: each maps a record to a jagged key; particles are ordered by the
+# key, descending. "none" keeps the file order.
+
+def _key_kt(rec: Record) -> ak.Array:
+    p = rec.particles
+    return kt(p.pt, p.deta, p.dphi)
+
+
+def _key_pt(rec: Record) -> ak.Array:
+    return rec.particles.pt
+
+
+def _key_delta_r(rec: Record) -> ak.Array:
+    # descending: outermost particles first, as in the reference code
+    p = rec.particles
+    return delta_r(p.deta, p.dphi)
+
+
+def _key_none(rec: Record) -> ak.Array:
+    # file order: a decreasing key keeps the original order under a descending sort
+    index = ak.local_index(rec.particles[rec.particles.fields[0]], axis=1)
+    return -ak.values_astype(index, np.float32)
+
+
+def _key_radius(rec: Record) -> ak.Array:
+    # point clouds: distance from the centroid (points are centred and scaled to the unit sphere)
+    p = rec.particles
+    return np.sqrt(p.x * p.x + p.y * p.y + p.z * p.z)
+
+
+JET_SORTS: dict[str, Callable[[Record], ak.Array]] = {
+    "kt": _key_kt,
+    "pt": _key_pt,
+    "deltaR": _key_delta_r,
+    "none": _key_none,
+}
+POINT_SORTS: dict[str, Callable[[Record], ak.Array]] = {
+    "radius": _key_radius,
+    "none": _key_none,
+}
+
+
+def sort_names(kind: str) -> list[str]:
+    return sorted((JET_SORTS if kind == "jet" else POINT_SORTS))
+
+
+def sort_key(rec: Record, name: str) -> ak.Array:
+    """The jagged float key of sort `name` for every particle of `rec`."""
+    table = JET_SORTS if rec.kind == "jet" else POINT_SORTS
+    if name not in table:
+        raise KeyError(f"unknown sort {name!r} for {rec.kind} data; expected one of {sorted(table)}")
+    return ak.values_astype(table[name](rec), np.float32)
+
+
+# ---------------------------------------------------------------------------
+# Per-particle features, computed on demand from the record's fields.
+
+def _log(x):
+    # soft particles can have E or pT at float32 underflow; clip to keep logs finite
+    return np.log(np.maximum(x, 1e-8))
+
+
+_FEATURES: dict[str, Callable[[Record], ak.Array]] = {
+    "pt": lambda r: r.particles.pt,
+    "deta": lambda r: r.particles.deta,
+    "dphi": lambda r: r.particles.dphi,
+    "eta": lambda r: r.particles.eta,
+    "phi": lambda r: r.particles.phi,
+    "energy": lambda r: r.particles.energy,
+    "px": lambda r: r.particles.px,
+    "py": lambda r: r.particles.py,
+    "pz": lambda r: r.particles.pz,
+    "log_pt": lambda r: _log(r.particles.pt),
+    "log_energy": lambda r: _log(r.particles.energy),
+    "pt_rel": lambda r: r.particles.pt / r.jets["pt"],
+    "energy_rel": lambda r: r.particles.energy / r.jets["energy"],
+    "log_pt_rel": lambda r: _log(r.particles.pt / r.jets["pt"]),
+    "log_energy_rel": lambda r: _log(r.particles.energy / r.jets["energy"]),
+    "delta_r": lambda r: delta_r(r.particles.deta, r.particles.dphi),
+    "kt": _key_kt,
+}
+
+
+def feature_names(rec: Record) -> list[str]:
+    """Features available for this record: the derived ones plus any extra particle fields."""
+    if rec.kind == "points":
+        return list(rec.particles.fields)
+    return sorted(set(_FEATURES) | set(rec.particles.fields))
+
+
+def feature(rec: Record, name: str) -> ak.Array:
+    if rec.kind == "jet" and name in _FEATURES:
+        return _FEATURES[name](rec)
+    if name in rec.particles.fields:
+        return rec.particles[name]
+    raise RecordError(f"{rec.source}: feature {name!r} is not available; "
+                      f"choose from {feature_names(rec)}")
+
+
+# ---------------------------------------------------------------------------
+
+def sort_and_pad(rec: Record, features: Sequence[str], sort: str, n_particles: int
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Order each object's particles by `sort` (descending, stable), keep the first
+    `n_particles` and zero-pad: returns particles (n, N, F) float32, mask (n, N) bool
+    and the sort key per slot (n, N) float32 (0 on padding)."""
+    key = sort_key(rec, sort)
+    order = ak.argsort(key, axis=1, ascending=False, stable=True)
+    columns = [ak.values_astype(feature(rec, f), np.float32)[order] for f in features]
+    n = len(rec)
+    out = np.zeros((n, n_particles, len(columns)), dtype=np.float32)
+    for i, col in enumerate(columns):
+        out[:, :, i] = _pad(col, n_particles)
+    counts = np.minimum(ak.to_numpy(ak.num(key, axis=1)), n_particles)
+    mask = np.arange(n_particles)[None, :] < counts[:, None]
+    sort_value = _pad(key[order], n_particles)
+    return out, mask, sort_value
+
+
+def _pad(jagged: ak.Array, n: int) -> np.ndarray:
+    padded = ak.fill_none(ak.pad_none(jagged, n, axis=1, clip=True), 0.0)
+    return ak.to_numpy(padded).astype(np.float32, copy=False)
