@@ -1,0 +1,201 @@
+"""The hls4ml LHC jet dataset, 150-particle version (Zenodo 3602260): HDF5 files of 10k jets.
+
+Each file holds ``jetConstituentList`` (n, 150, 16) float64, zero-padded and pT-descending,
+and ``jets`` (n, 59) whose columns 53..57 are the one-hot labels g, q, W, Z, t (58 is
+"undefined"). The preprocessing follows fast_jetclass / SAL-T (research/paper.md §2.1):
+constituents with pT <= 2 GeV are dropped (strict cut), then jets left empty, and the
+features are the stored (pT, eta_rel, phi_rel) = columns [5, 8, 11] relative to the jet
+axis as stored (no recomputation). Momentum and absolute angles come from columns 0-3, 7, 10.
+
+The jet table has no phi and no energy: phi is recovered from the leading kept constituent
+(phi - phi_rel) and the energy from (pT, eta, mass). The official "val" tarball is the
+test set; the train/val split of the train files is seeded later, in preprocessing.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from salt.data.record import Record, RecordError
+from salt.data.sources import jagged_record, wrap_angle
+
+KIND = "jet"
+CLASS_NAMES = ("g", "q", "W", "Z", "t")
+CONSTITUENTS = "jetConstituentList"
+JETS = "jets"
+# what `salt extract --h5-keep` keeps: the jet images are most of each file and unused
+KEEP_DATASETS = (CONSTITUENTS, JETS, "jetFeatureNames", "particleFeatureNames")
+MIN_PT = 2.0
+DEFAULT_STEP = 5_000
+
+# constituent columns (j1_px, j1_py, j1_pz, j1_e, j1_erel, j1_pt, j1_ptrel, j1_eta, j1_etarel, ...)
+PX, PY, PZ, E, PT, ETA, ETA_REL, PHI, PHI_REL = 0, 1, 2, 3, 5, 7, 8, 10, 11
+N_COLUMNS = 16
+# jet columns
+JET_PT, JET_ETA, JET_MASS = 1, 2, 3
+LABELS = slice(53, 58)
+N_JET_COLUMNS = 59
+
+
+def num_entries(path: str | os.PathLike[str]) -> int:
+    with _open(path) as f:
+        return int(_datasets(f, os.fspath(path))[0].shape[0])
+
+
+def read(path: str | os.PathLike[str], entry_start: int | None = None, entry_stop: int | None = None,
+         min_pt: float = MIN_PT) -> Record:
+    """Jets [entry_start, entry_stop) of one h5 file, constituents with pT > `min_pt` only.
+
+    Jets left without constituents are dropped; Record.extra has their count
+    ("dropped_empty_jets") and the file entries of the jets kept ("kept_entries").
+    """
+    with _open(path) as f:
+        return _read_range(f, os.fspath(path), entry_start, entry_stop, min_pt)
+
+
+def iter_records(path: str | os.PathLike[str], step: int = DEFAULT_STEP, entry_start: int | None = None,
+                 entry_stop: int | None = None, min_pt: float = MIN_PT) -> Iterator[Record]:
+    """Records of at most `step` jets (fewer after dropping empty ones), opening the file once."""
+    if step < 1:
+        raise ValueError(f"step must be >= 1, got {step}")
+    source = os.fspath(path)
+    with _open(path) as f:
+        n = _datasets(f, source)[0].shape[0]
+        start, stop = _range(source, n, entry_start, entry_stop)
+        for lo in range(start, stop, step):
+            yield _read_range(f, source, lo, min(lo + step, stop), min_pt)
+
+
+def split_files(root: str | os.PathLike[str]) -> dict[str, list[Path]]:
+    """The extracted files by role: ``train/*.h5`` -> "train", the official ``val/*.h5`` -> "test".
+
+    Sorted by the jet range in the name (jetImage_<k>_150p_<start>_<stop>.h5), numerically.
+    """
+    root = Path(root)
+    out = {}
+    for role, folder in (("train", "train"), ("test", "val")):
+        files = sorted((root / folder).glob("*.h5"), key=_natural_key)
+        if not files:
+            raise RecordError(f"{root / folder}: no .h5 files (expected the extracted hls4ml {folder} tarball)")
+        out[role] = files
+    return out
+
+
+def slim_h5(path: str | os.PathLike[str], keep: Sequence[str] = KEEP_DATASETS) -> None:
+    """Rewrite `path` with only the datasets in `keep` (atomically); drops the jet images."""
+    import h5py
+
+    from salt.atomic import atomic_path
+
+    path = Path(path)
+    with _open(path) as src:
+        missing = [k for k in keep if k not in src]
+        if missing:
+            raise RecordError(f"{path}: datasets {missing} missing (have {sorted(src)})")
+        with atomic_path(path) as tmp:
+            with h5py.File(tmp, "w") as dst:
+                for name in keep:
+                    src.copy(src[name], dst, name=name)
+
+
+# -- internals ----------------------------------------------------------------------------
+
+def _open(path: str | os.PathLike[str]):
+    import h5py
+
+    source = os.fspath(path)
+    if not os.path.isfile(source):
+        raise FileNotFoundError(source)
+    try:
+        return h5py.File(source, "r")
+    except OSError as exc:
+        raise RecordError(f"{source}: not a readable HDF5 file ({exc})") from exc
+
+
+def _datasets(f, source: str):
+    missing = [k for k in (CONSTITUENTS, JETS) if k not in f]
+    if missing:
+        raise RecordError(f"{source}: datasets {missing} missing (have {sorted(f)})")
+    const, jets = f[CONSTITUENTS], f[JETS]
+    if const.ndim != 3 or const.shape[2] != N_COLUMNS:
+        raise RecordError(f"{source}: {CONSTITUENTS} has shape {const.shape}, expected (n, n_slots, {N_COLUMNS})")
+    if jets.shape != (const.shape[0], N_JET_COLUMNS):
+        raise RecordError(f"{source}: {JETS} has shape {jets.shape}, expected ({const.shape[0]}, {N_JET_COLUMNS})")
+    return const, jets
+
+
+def _range(source: str, n: int, entry_start: int | None, entry_stop: int | None) -> tuple[int, int]:
+    start = 0 if entry_start is None else int(entry_start)
+    stop = n if entry_stop is None else min(int(entry_stop), n)
+    if start < 0 or start > n or stop < start:
+        raise RecordError(f"{source}: entry range [{entry_start}, {entry_stop}) invalid for {n} jets")
+    return start, stop
+
+
+def _read_range(f, source: str, entry_start: int | None, entry_stop: int | None, min_pt: float) -> Record:
+    const_ds, jets_ds = _datasets(f, source)
+    start, stop = _range(source, const_ds.shape[0], entry_start, entry_stop)
+    try:
+        const = const_ds[start:stop, :, : PHI_REL + 1]  # a plain hyperslab; columns 12-15 are unused
+        jets = jets_ds[start:stop]
+    except (OSError, RuntimeError) as exc:
+        raise RecordError(f"{source}: cannot read jets {start}..{stop - 1} ({exc})") from exc
+
+    used = [PX, PY, PZ, E, PT, ETA, ETA_REL, PHI, PHI_REL]
+    _check_finite(np.isfinite(const[:, :, used]).all(axis=(1, 2)), source, start, CONSTITUENTS)
+    _check_finite(np.isfinite(jets[:, [JET_PT, JET_ETA, JET_MASS]]).all(axis=1), source, start, JETS)
+
+    onehot = jets[:, LABELS]
+    valid = np.all((onehot == 0) | (onehot == 1), axis=1) & (onehot.sum(axis=1) == 1)
+    if not np.all(valid):
+        bad = int(np.flatnonzero(~valid)[0])
+        raise RecordError(f"{source}: entry {start + bad}: labels jets[:, 53:58] = {onehot[bad].tolist()} "
+                          f"are not one-hot over {CLASS_NAMES}")
+
+    pt = const[:, :, PT]
+    keep = (pt > min_pt) & (const[:, :, E] != 0)  # also removes zero padding when min_pt <= 0
+    counts = keep.sum(axis=1)
+    kept_jets = counts > 0
+    flat = const[keep]  # (n_particles, 12), jet-major order
+    counts = counts[kept_jets]
+    offsets = np.zeros(len(counts) + 1, dtype=np.int64)
+    np.cumsum(counts, out=offsets[1:])
+
+    fields = {
+        "px": flat[:, PX], "py": flat[:, PY], "pz": flat[:, PZ], "energy": flat[:, E],
+        "pt": flat[:, PT], "eta": flat[:, ETA], "phi": flat[:, PHI],
+        "deta": flat[:, ETA_REL], "dphi": wrap_angle(flat[:, PHI_REL].astype(np.float32)),
+    }
+    jets = jets[kept_jets]
+    lead = flat[offsets[:-1]]  # first kept constituent of each jet
+    jet_pt, jet_eta, jet_mass = jets[:, JET_PT], jets[:, JET_ETA], jets[:, JET_MASS]
+    jet_fields = {
+        "pt": jet_pt, "eta": jet_eta,
+        "phi": wrap_angle(lead[:, PHI] - lead[:, PHI_REL]),
+        "energy": np.sqrt(jet_mass**2 + (jet_pt * np.cosh(jet_eta)) ** 2),
+        "mass": jet_mass,
+        "n_particles": counts,
+    }
+    jet_fields = {k: np.asarray(v, dtype=np.float32) for k, v in jet_fields.items()}
+    record = Record(
+        particles=jagged_record(offsets, fields), jets=jet_fields,
+        labels=np.argmax(onehot[kept_jets], axis=1).astype(np.int64), class_names=CLASS_NAMES,
+        source=source, entry_start=start, kind=KIND,
+        extra={"dropped_empty_jets": int((~kept_jets).sum()), "kept_entries": start + np.flatnonzero(kept_jets),
+               "min_pt": float(min_pt), "entry_stop": stop},
+    )
+    return record.validate()
+
+
+def _check_finite(ok: np.ndarray, source: str, start: int, dataset: str) -> None:
+    if not np.all(ok):
+        raise RecordError(f"{source}: entry {start + int(np.flatnonzero(~ok)[0])}: non-finite value in {dataset}")
+
+
+def _natural_key(path: Path) -> list:
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", path.name)]
