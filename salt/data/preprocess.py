@@ -30,6 +30,18 @@ from salt.data.shards import SPLITS, ShardWriter
 log = logging.getLogger(__name__)
 
 
+def reader_options(source: str, options: dict[str, Any] | None) -> dict[str, Any]:
+    """Reader options: the source's defaults overridden by the config's.
+
+    Generated Pythia files use the JetClass schema with their own five label branches."""
+    defaults: dict[str, Any] = {}
+    if source == "pythia":
+        from salt.data.sources import pythia
+
+        defaults = {"label_branches": list(pythia.LABEL_BRANCHES), "class_names": list(pythia.CLASSES)}
+    return defaults | dict(options or {})
+
+
 def split_rng(seed: int, source: str | Path) -> np.random.Generator:
     """The split generator of one raw file: a function of the seed and the file's name only."""
     return np.random.default_rng([seed, zlib.crc32(Path(source).name.encode())])
@@ -56,7 +68,7 @@ def preprocess(source: str, inputs: Sequence[str | Path], outputs: dict[str, str
     if missing:
         raise ValueError(f"outputs for splits {missing} missing")
     reader = sources.get(source)
-    options = dict(options or {})
+    options = reader_options(source, options)
     first: Record | None = None
     writers: dict[str, ShardWriter] = {}
     counts = {s: 0 for s in SPLITS}
