@@ -1,0 +1,110 @@
+"""The train rule under Snakemake: per-variant schedules, and the preemption flow of a cluster run.
+
+A failed attempt must leave checkpoint.pt (not a declared output) for the next attempt, which
+resumes it, whether the retry comes from `--retries` (as the SLURM profile's `retries:` does) or
+from running Snakemake again (a requeued or restarted campaign). The workflow here is the real
+train rule with its config schema, on shards written by the test (no data rules).
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from jetshards import write_dataset
+from salt.models import load_model
+from salt.train import SIGNAL_HOOK_ENV, TrainSettings, train
+
+ROOT = Path(__file__).resolve().parent.parent
+MODEL = "results/models/pythia/salt/kt/seed1/model.pt"
+SNAKEFILE = """\
+from snakemake.utils import validate
+configfile: "config.yaml"
+validate(config, "workflow/schemas/config.schema.yaml")
+include: "workflow/rules/common.smk"
+include: "workflow/rules/train.smk"
+"""
+
+
+def make_workflow(work: Path, train_only: bool = False, **train) -> Path:
+    """The workflow in `work`: the real Snakefile, or one with only the train rule (shards as plain inputs)."""
+    shutil.copytree(ROOT / "workflow", work / "workflow")
+    shutil.copytree(ROOT / "salt", work / "salt", ignore=shutil.ignore_patterns("__pycache__"))
+    if train_only:
+        (work / "Snakefile").write_text(SNAKEFILE)
+    else:
+        shutil.copy2(ROOT / "Snakefile", work / "Snakefile")
+    config = yaml.safe_load((ROOT / "tests/data/config.tiny.yaml").read_text())
+    config["runs"] = [{"variants": ["salt", "transformer"], "sorts": ["kt"]}]
+    config["train"] = {"schedule": [[16, 3]], "loader": "memory"} | train
+    (work / "config.yaml").write_text(yaml.safe_dump(config))
+    return work
+
+
+def snakemake(work: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", **env)
+    return subprocess.run([sys.executable, "-m", "snakemake", "-c1", *args], cwd=work, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_schedules_are_chosen_per_variant_and_only_that_variant_reruns(tmp_path):
+    work = make_workflow(tmp_path, schedules={"transformer": [[8, 2], [16, 1]]})
+    out = snakemake(work, "-n", "-p", MODEL, MODEL.replace("salt", "transformer"))
+    assert out.returncode == 0, out.stderr[-3000:]
+    commands = [line for line in out.stdout.splitlines() if "salt train" in line]
+    assert len(commands) == 2
+    by_variant = {("transformer" if '"model":"transformer"' in c else "salt"): c for c in commands}
+    assert '"schedule":[[8,2],[16,1]]' in by_variant["transformer"]
+    assert '"schedule":[[16,3]]' in by_variant["salt"]
+    assert "schedules" not in by_variant["salt"] and "--nproc 1" in by_variant["salt"]
+
+
+def test_schema_defaults_are_the_trainer_defaults():
+    schema = yaml.safe_load((ROOT / "workflow/schemas/config.schema.yaml").read_text())
+    props = schema["properties"]["train"]["properties"]
+    defaults = TrainSettings.from_dict({"schedule": [[1, 1]]})
+    for key, prop in props.items():
+        if key in ("schedule", "schedules", "threads", "gpus"):
+            continue
+        assert prop["default"] == getattr(defaults, key), key
+    assert set(props) - {"schedules", "threads", "gpus"} == set(defaults.result_dict()) | {"checkpoint_minutes"}
+
+
+@pytest.mark.slow
+def test_failed_attempts_keep_the_checkpoint_and_retries_resume_it(tmp_path, monkeypatch):
+    work = make_workflow(tmp_path, train_only=True)
+    classes = ["g", "q", "W", "Z", "t"]
+    write_dataset(work / "results/shards/pythia/kt", n_particles=16, classes=classes, names=[f"{c}_000" for c in classes],
+                  relative_to=work, chunk_jets=64)
+    out_dir = work / Path(MODEL).parent
+
+    # attempt 1 is preempted (SIGTERM after step 50 of 114) and no retry is allowed: the job fails
+    first = snakemake(work, MODEL, **{SIGNAL_HOOK_ENV: "50"})
+    assert first.returncode != 0
+    assert (out_dir / "checkpoint.pt").exists() and not (out_dir / "model.pt").exists()
+    assert "exiting with 75" in (work / "logs/train/pythia/salt/kt/seed1.log").read_text()
+
+    # a new campaign with --retries 1: attempt 2 resumes and is preempted again, attempt 3 finishes
+    second = snakemake(work, "--retries", "1", MODEL, **{SIGNAL_HOOK_ENV: "90"})
+    assert second.returncode == 0, second.stderr[-4000:]
+    with open(out_dir / "history.csv") as f:
+        attempts = [int(r["attempt"]) for r in csv.DictReader(f)]
+    assert attempts == [1, 2, 3] and not (out_dir / "checkpoint.pt").exists()
+
+    # the same weights as one uninterrupted run with the settings the rule passed
+    settings = TrainSettings.from_dict({"schedule": [[16, 3]], "loader": "memory"})
+    monkeypatch.chdir(work)   # the manifest lists shard paths relative to the workflow directory
+    train(work / "results/shards/pythia/kt/manifest.json", {"model": "salt", "particles": 16, "features": 3,
+                                                            "classes": 5}, settings, seed=1, device="cpu",
+          out_dir=tmp_path / "ref")
+    got, ref = (load_model(p)[0].state_dict() for p in (out_dir / "model.pt", tmp_path / "ref/model.pt"))
+    for k in ref:
+        assert torch.equal(got[k], ref[k]), k
