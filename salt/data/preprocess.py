@@ -43,8 +43,11 @@ def reader_options(source: str, options: dict[str, Any] | None) -> dict[str, Any
 
 
 def split_rng(seed: int, source: str | Path) -> np.random.Generator:
-    """The split generator of one raw file: a function of the seed and the file's name only."""
-    return np.random.default_rng([seed, zlib.crc32(Path(source).name.encode())])
+    """The split generator of one raw file: a function of the seed and the file's last two path
+    components only (ModelNet10 units are folders named class/train), so it does not depend on
+    where the data lives or on the order jobs run in."""
+    path = Path(source)
+    return np.random.default_rng([seed, zlib.crc32(f"{path.parent.name}/{path.name}".encode())])
 
 
 def assign_splits(rng: np.random.Generator, n: int, val_fraction: float, test_fraction: float) -> np.ndarray:

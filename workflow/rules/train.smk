@@ -1,0 +1,77 @@
+# Train every (dataset, variant, sort, seed) of the run matrix, then evaluate it on the test split.
+#
+# Preemption and retries: `salt train` keeps results/models/.../checkpoint.pt (not a declared
+# output, so Snakemake leaves it alone when a job fails). On SIGTERM/SIGUSR1 (SLURM time limit,
+# preemption, `sbatch --signal`) it saves and exits with status 75; the next attempt of the same
+# job (`--retries N`, the SLURM profile's `retries:`, or `--slurm-requeue`) resumes from it. Under
+# the SLURM executor SLURM sees the inner Snakemake's status (FAILED, 1); the retry is Snakemake's.
+
+
+def train_settings(wildcards):
+    """This job's `train:` block: the variant's own schedule chosen (`schedules` keyed by variant
+    name, then by model family, else `schedule`), minus the keys that only size the job, so that
+    editing another variant's schedule or the thread count retrains nothing."""
+    settings = dict(config["train"])
+    schedules = settings.pop("schedules", None) or {}
+    for key in ("threads", "gpus"):
+        settings.pop(key, None)
+    family = config["variants"][wildcards.variant]["model"]
+    settings["schedule"] = schedules.get(wildcards.variant, schedules.get(family, settings["schedule"]))
+    return as_json(settings)
+
+
+def train_processes():
+    """DDP processes per training job: one per GPU (torchrun inside `salt train --nproc`)."""
+    return config["train"]["gpus"] if config["use_gpu"] else 1
+
+
+rule train:
+    input:
+        manifest=lambda wc: manifest_file(wc.dataset, wc.sort),
+        train=lambda wc: shard_files(wc.dataset, wc.sort, "train"),
+        val=lambda wc: shard_files(wc.dataset, wc.sort, "val"),
+        src=SRC["train"],
+    output:
+        model="results/models/{dataset}/{variant}/{sort}/seed{seed}/model.pt",
+        history="results/models/{dataset}/{variant}/{sort}/seed{seed}/history.csv",
+    params:
+        spec=lambda wc: as_json(variant_spec(wc.dataset, wc.variant)),
+        train=train_settings,
+        device=train_device(),
+        outdir=lambda wc: model_dir(wc.dataset, wc.variant, wc.sort, wc.seed),
+        nproc=train_processes(),
+        threads_per_process=lambda wc, threads: max(1, threads // train_processes()),
+    log:
+        "logs/train/{dataset}/{variant}/{sort}/seed{seed}.log",
+    threads: config["train"]["threads"] * train_processes()
+    resources:
+        gpu=train_processes() if config["use_gpu"] else 0,
+        mem_mb=8000,
+        runtime=720,
+    shell:
+        "salt train --manifest {input.manifest} --spec {params.spec:q} --train-config {params.train:q}"
+        " --seed {wildcards.seed} --device {params.device} --threads {params.threads_per_process}"
+        " --nproc {params.nproc} --output-dir {params.outdir} > {log} 2>&1"
+
+
+rule evaluate:
+    input:
+        model=rules.train.output.model,
+        manifest=lambda wc: manifest_file(wc.dataset, wc.sort),
+        test=lambda wc: shard_files(wc.dataset, wc.sort, "test"),
+        src=SRC["evaluate"],
+    output:
+        metrics="results/eval/{dataset}/{variant}/{sort}/seed{seed}/metrics.json",
+        predictions="results/eval/{dataset}/{variant}/{sort}/seed{seed}/predictions.npz",
+    params:
+        device=train_device(),
+    log:
+        "logs/evaluate/{dataset}/{variant}/{sort}/seed{seed}.log",
+    threads: config["train"]["threads"]
+    resources:
+        gpu=1 if config["use_gpu"] else 0,
+        mem_mb=8000,
+        runtime=60,
+    shell:
+        "salt evaluate --model {input.model} --manifest {input.manifest} --device {params.device}"
+        " --threads {threads} --metrics {output.metrics} --predictions {output.predictions} > {log} 2>&1"
