@@ -98,3 +98,14 @@ def test_manifest_counts_and_consistency(tmp_path):
         build_manifest({"train": [tmp_path / "train.h5"], "val": [tmp_path / "other.h5"]})
     with pytest.raises(ShardError, match="val.h5: holds split 'val' but was listed as 'train'"):
         build_manifest({"train": [tmp_path / "val.h5"]})
+
+
+def test_outputs_are_not_private(tmp_path):
+    import os
+
+    from salt.atomic import write_json
+
+    write_json(tmp_path / "x.json", {"a": 1})
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "x.json").stat().st_mode & 0o777 == 0o666 & ~umask
