@@ -1,0 +1,1 @@
+"""Tables and figures of the paper from metrics and benchmark files (`salt report`)."""
