@@ -146,12 +146,17 @@ def cached_weights(module: nn.Module, compute: Callable[[], Any]) -> Any:
     gradient is recorded and the parameters are unchanged (same storage, same version).
 
     At small batches these weight-only products cost as much as the jets themselves.
-    Training (autograd on), torch.compile and export always recompute.
+    Training (autograd on), torch.compile and export always recompute. Products made under
+    autocast come out in its dtype (bf16), so the autocast state is part of the key: a bf16
+    product must never be reused by an fp32 pass (a dtype mismatch), nor the reverse.
     """
     tracing = torch.compiler.is_compiling() or getattr(torch.compiler, "is_exporting", lambda: False)()
     if torch.is_grad_enabled() or tracing:
         return compute()
-    key = tuple((p.data_ptr(), p._version, p.dtype) for p in module.parameters())
+    params = list(module.parameters())
+    kind = params[0].device.type if params else "cpu"
+    autocast = torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else None
+    key = (autocast, *((p.data_ptr(), p._version, p.dtype) for p in params))
     hit = module.__dict__.get("_weights_cache")
     if hit is not None and hit[0] == key:
         return hit[1]
