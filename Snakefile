@@ -9,6 +9,12 @@ min_version("9.0")
 configfile: "config.yaml"
 
 
+# `--config seeds=[1,2,3]` arrives as strings (Snakemake reads command-line lists with YAML's
+# BaseLoader); accept it rather than make users write a config file for a list of trials.
+if isinstance(config.get("seeds"), list):
+    config["seeds"] = [int(s) if str(s).isdigit() else s for s in config["seeds"]]
+
+
 validate(config, "workflow/schemas/config.schema.yaml")
 
 
