@@ -82,8 +82,9 @@ def extract(
         if members_glob and not wanted:
             raise ArchiveError(f"{archive}: no member matches {list(members_glob)}")
         output_dir.mkdir(parents=True, exist_ok=True)
-        _remove_stale_staging(archive, output_dir)
-        staging = Path(tempfile.mkdtemp(prefix=_staging_prefix(archive), dir=output_dir.parent))
+        prefix = _staging_prefix(archive, done)
+        _remove_stale_staging(prefix, output_dir)
+        staging = Path(tempfile.mkdtemp(prefix=prefix, dir=output_dir.parent))
         try:
             extracted = []
             for member in wanted:
@@ -123,14 +124,22 @@ def _skipped(name: str) -> bool:
     return any(fnmatch.fnmatchcase(name, g) for g in SKIPPED)
 
 
-def _staging_prefix(archive: Path) -> str:
-    return f".extract-{archive.name}-"
+def _staging_prefix(archive: Path, done: Path) -> str:
+    """Staging prefix of one extraction (archive + done-marker): several extractions from one
+    archive into one directory (one member each) may run at once and must not share it."""
+    key = zlib.crc32(os.fspath(done.resolve()).encode())
+    return f".extract-{archive.name}-{key:08x}-"
 
 
-def _remove_stale_staging(archive: Path, output_dir: Path) -> None:
+def _remove_stale_staging(prefix: str, output_dir: Path) -> None:
     """Staging left by a killed run of the same extraction."""
-    for old in output_dir.parent.glob(_staging_prefix(archive) + "*"):
+    for old in output_dir.parent.glob(glob_escape(prefix) + "*"):
         shutil.rmtree(old, ignore_errors=True)
+
+
+def glob_escape(name: str) -> str:
+    """`name` as an fnmatch/glob pattern that matches only itself."""
+    return re.sub(r"([*?\[])", r"[\1]", name)
 
 
 # -- readers ----------------------------------------------------------------------------

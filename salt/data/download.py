@@ -56,6 +56,10 @@ MAX_BACKOFF = 300.0  # cap on any single wait, Retry-After included
 class FileSpec:
     md5: str | None  # None: no published checksum; pinned by the sidecar on first download
     size: int | None = None  # exact bytes, checked before the md5 (no real entry has a verified one yet)
+    # What an archive holds, when the layout is known in advance: member paths, or folders
+    # (ending in "/") that are read as one unit. None: the members are only known after
+    # extraction (the workflow then lists them with a checkpoint).
+    members: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -64,15 +68,30 @@ class Dataset:
     files: Mapping[str, FileSpec]
 
 
+# JetClass file-name prefixes in label order (QCD, Hbb, Hcc, Hgg, H4q, Hqql, Zqq, Wqq, Tbqq, Tbl).
+JETCLASS_PROCESSES = ("ZJetsToNuNu", "HToBB", "HToCC", "HToGG", "HToWW4Q", "HToWW2Q1L", "ZToQQ", "WToQQ",
+                      "TTBar", "TTBarLep")
+MODELNET10_CLASSES = ("bathtub", "bed", "chair", "desk", "dresser", "monitor", "night_stand", "sofa", "table",
+                      "toilet")
+
+
+def _jetclass_members(folder: str, indices: range) -> tuple[str, ...]:
+    return tuple(f"{folder}/{p}_{i:03d}.root" for p in JETCLASS_PROCESSES for i in indices)
+
+
 def _jetclass_files() -> dict[str, FileSpec]:
     md5s = ["de4fd2dca2e68ab3c85d5cfd3bcc65c3", "9722a359c5ef697bea0fbf79bf50f003",
             "1e9f66cd1f915f9d10e90ae1d7761720", "47348fc8985319fa4806da87500482fa",
             "6b0ce16bd93b442a8d51914466990279", "416e347512e716de51d392bee327b8e9",
             "e9b9c1557b1b39bf0a16e4ab631ae451", "5bfc6cb285ccb7680cefa9ac82ad1a2e",
             "540c1a0d66dfad78d2b363c5740ccf86", "668f40b3275167ff7104c48317c0ae2a"]
+    # Which of the train files 000-099 each train part holds (and under which folder) is not
+    # documented: those members are listed after extraction. Val and test are known.
     files = {f"JetClass_Pythia_train_100M_part{i}.tar": FileSpec(m) for i, m in enumerate(md5s)}
-    files["JetClass_Pythia_val_5M.tar"] = FileSpec("7235ccb577ed85023ea3ab4d5e6160cf")
-    files["JetClass_Pythia_test_20M.tar"] = FileSpec("64e5156d26d101adeb43b8388207d767")
+    files["JetClass_Pythia_val_5M.tar"] = FileSpec("7235ccb577ed85023ea3ab4d5e6160cf",
+                                                   members=_jetclass_members("val_5M", range(120, 125)))
+    files["JetClass_Pythia_test_20M.tar"] = FileSpec("64e5156d26d101adeb43b8388207d767",
+                                                     members=_jetclass_members("test_20M", range(100, 120)))
     return files
 
 
@@ -86,8 +105,10 @@ DATASETS: dict[str, Dataset] = {
         "hls4ml_LHCjet_150p_train.tar.gz": FileSpec("af12d3a500414924e70a73b56fc49aec"),
         "hls4ml_LHCjet_150p_val.tar.gz": FileSpec("ff902e6a02bfb4247a9068bf7ff7f6db"),
     }),
+    # read per class/split folder: ModelNet10/<class>/{train,test}/*.off
     "modelnet10": Dataset("http://3dvision.princeton.edu/projects/2014/3DShapeNets/{name}",
-                          {"ModelNet10.zip": FileSpec(None)}),
+                          {"ModelNet10.zip": FileSpec(None, members=tuple(
+                              f"ModelNet10/{c}/{s}/" for c in MODELNET10_CLASSES for s in ("train", "test")))}),
 }
 
 
@@ -130,6 +151,7 @@ def fetch(
     *,
     base_url: str | None = None,
     local_dir: str | os.PathLike[str] | None = None,
+    md5: str | None = None,
     datasets: Mapping[str, Dataset] = DATASETS,
     **download_options,
 ) -> Path:
@@ -137,6 +159,8 @@ def fetch(
 
     From `local_dir/name` (symlinked) if given, else from `base_url` or the dataset's URL.
     An existing `output` with the right md5 is kept without any transfer.
+    `md5` replaces the table's checksum (a mirror or staging area holding other bytes, tests):
+    the table is the safety net for the real data, so an override is logged as a warning.
     """
     if dataset not in datasets:
         raise DownloadError(f"unknown dataset {dataset!r}; expected one of {sorted(datasets)}")
@@ -148,7 +172,13 @@ def fetch(
     spec = ds.files[name]
     output = Path(output)
     sidecar = sidecar_path(output)
-    expected = spec.md5 or _read_sidecar(sidecar)
+    if md5 is not None:
+        if not re.fullmatch(r"[0-9a-f]{32}", md5):
+            raise DownloadError(f"{dataset}/{name}: md5 override {md5!r} is not 32 lowercase hex digits")
+        if md5 != spec.md5:
+            log.warning("%s: md5 OVERRIDDEN: expecting %s instead of the %s", name, md5,
+                        f"published {spec.md5}" if spec.md5 else "unpublished (sidecar-pinned) value")
+    expected = md5 or spec.md5 or _read_sidecar(sidecar)
 
     if output.exists() and (local_dir is None or output.resolve() == (Path(local_dir) / name).resolve()):
         actual = file_md5(output)
@@ -404,6 +434,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--base-url", help="mirror base URL; the file is fetched from <base-url>/<file>")
     source.add_argument("--local-dir", help="directory that already holds the file: verify and symlink")
+    parser.add_argument("--md5", help="expected md5 replacing the built-in one (mirrors with other files, tests; "
+                                      "logged as a warning)")
     parser.add_argument("--retries", type=int, default=RETRIES, help="retries without progress before giving up")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--list", action="store_true", help="list the dataset's files with md5s and exit")
@@ -414,13 +446,14 @@ def main(args: argparse.Namespace) -> int:
     ds = DATASETS[args.dataset]
     if args.list:
         for name, spec in ds.files.items():
-            print(f"{name}\t{spec.md5 or '-'}\t{spec.size or '-'}")
+            members = f"{len(spec.members)} known members" if spec.members is not None else "members listed on extraction"
+            print(f"{name}\t{spec.md5 or '-'}\t{spec.size or '-'}\t{members}")
         return 0
     if not args.file or not args.output:
         print("salt download: error: --file and --output are required", file=sys.stderr)
         return 2
     try:
-        fetch(args.dataset, args.file, args.output, base_url=args.base_url, local_dir=args.local_dir,
+        fetch(args.dataset, args.file, args.output, base_url=args.base_url, local_dir=args.local_dir, md5=args.md5,
               retries=args.retries, progress=not args.no_progress)
     except DownloadError as exc:
         print(f"salt download: error: {exc}", file=sys.stderr)

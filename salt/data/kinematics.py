@@ -143,20 +143,32 @@ def sort_and_pad(rec: Record, features: Sequence[str], sort: str, n_particles: i
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Order each object's particles by `sort` (descending, stable), keep the first
     `n_particles` and zero-pad: returns particles (n, N, F) float32, mask (n, N) bool
-    and the sort key per slot (n, N) float32 (0 on padding)."""
+    and the sort key per slot (n, N) float32 (0 on padding).
+
+    Works on the flat particle arrays: awkward sorts within each object (one C++ pass),
+    then every kept particle is scattered to its (object, rank) slot with one numpy
+    fancy-index per feature. Padding with awkward (pad_none + fill_none) cost ~10x more."""
     key = sort_key(rec, sort)
-    order = ak.argsort(key, axis=1, ascending=False, stable=True)
-    columns = [ak.values_astype(feature(rec, f), np.float32)[order] for f in features]
-    n = len(rec)
-    out = np.zeros((n, n_particles, len(columns)), dtype=np.float32)
-    for i, col in enumerate(columns):
-        out[:, :, i] = _pad(col, n_particles)
-    counts = np.minimum(ak.to_numpy(ak.num(key, axis=1)), n_particles)
-    mask = np.arange(n_particles)[None, :] < counts[:, None]
-    sort_value = _pad(key[order], n_particles)
-    return out, mask, sort_value
+    counts = np.asarray(ak.num(key, axis=1), dtype=np.int64)
+    n = len(counts)
+    starts = np.zeros(n, dtype=np.int64)
+    np.cumsum(counts[:-1], out=starts[1:])
+    local = _flat(ak.argsort(key, axis=1, ascending=False, stable=True), np.int64)
+    first = np.repeat(starts, counts)            # flat index of each slot's object start
+    rank = np.arange(len(local), dtype=np.int64) - first
+    keep = rank < n_particles
+    src = (local + first)[keep]                  # flat particle that goes to each kept slot
+    slot = (np.repeat(np.arange(n, dtype=np.int64) * n_particles, counts) + rank)[keep]
+
+    out = np.zeros((n * n_particles, len(features)), dtype=np.float32)
+    for i, name in enumerate(features):
+        out[slot, i] = _flat(feature(rec, name), np.float32)[src]
+    sort_value = np.zeros(n * n_particles, dtype=np.float32)
+    sort_value[slot] = _flat(key, np.float32)[src]
+    mask = np.arange(n_particles)[None, :] < np.minimum(counts, n_particles)[:, None]
+    return out.reshape(n, n_particles, len(features)), mask, sort_value.reshape(n, n_particles)
 
 
-def _pad(jagged: ak.Array, n: int) -> np.ndarray:
-    padded = ak.fill_none(ak.pad_none(jagged, n, axis=1, clip=True), 0.0)
-    return ak.to_numpy(padded).astype(np.float32, copy=False)
+def _flat(jagged: ak.Array, dtype) -> np.ndarray:
+    """The flat values of a one-level jagged array, in object order."""
+    return np.asarray(ak.to_numpy(ak.flatten(jagged, axis=1)), dtype=dtype)

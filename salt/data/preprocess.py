@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 import time
 import zlib
 from collections.abc import Sequence
@@ -24,8 +25,8 @@ from tqdm import tqdm
 
 from salt.data import sources
 from salt.data.kinematics import sort_and_pad
-from salt.data.record import KINDS, Record
-from salt.data.shards import SPLITS, ShardWriter
+from salt.data.record import KINDS, Record, RecordError
+from salt.data.shards import SPLITS, ShardError, ShardWriter
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +85,10 @@ def preprocess(source: str, inputs: Sequence[str | Path], outputs: dict[str, str
                 rec.validate()
                 if first is None:
                     first = rec
+                    expected = (config or {}).get("classes")
+                    if expected is not None and list(expected) != list(rec.class_names):
+                        raise RecordError(f"{path}: the file's classes {list(rec.class_names)} differ from the "
+                                          f"configured classes {list(expected)} (same names, same order)")
                     jet_features = list(KINDS[rec.kind][1])
                     attrs = {"classes": list(rec.class_names), "sort": sort, "kind": rec.kind,
                              "config": config or {}, "source": [str(p) for p in inputs]}
@@ -141,10 +146,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    counts = preprocess(args.source, args.input, {s: getattr(args, f"output_{s}") for s in SPLITS},
-                        sort=args.sort, n_particles=args.particles, features=args.features, split=args.split,
-                        val_fraction=args.val_fraction, test_fraction=args.test_fraction, seed=args.seed,
-                        step=args.step, options=json.loads(args.options), config=json.loads(args.config),
-                        progress=args.progress)
+    try:
+        counts = preprocess(args.source, args.input, {s: getattr(args, f"output_{s}") for s in SPLITS},
+                            sort=args.sort, n_particles=args.particles, features=args.features, split=args.split,
+                            val_fraction=args.val_fraction, test_fraction=args.test_fraction, seed=args.seed,
+                            step=args.step, options=json.loads(args.options), config=json.loads(args.config),
+                            progress=args.progress)
+    except (RecordError, ShardError, FileNotFoundError) as exc:  # bad input: the message names file and entry
+        print(f"salt preprocess: error: {exc}", file=sys.stderr)
+        return 1
     print(json.dumps(counts))
     return 0

@@ -15,6 +15,7 @@ Two quirks of the files are undone here so that every later stage sees physical 
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import os
 from collections.abc import Iterator, Sequence
@@ -106,9 +107,31 @@ def iter_records(
     source = os.fspath(path)
     with _open_tree(path, tree) as t:
         start, stop = _entry_range(source, t.num_entries, entry_start, entry_stop)
-        for lo in range(start, stop, step):
-            yield _read_range(t, source, lo, min(lo + step, stop), tuple(label_branches), names,
+        try:
+            bounds = [int(b) for b in t.common_entry_offsets(filter_name=list(PARTICLE_BRANCHES))]
+        except Exception:  # a damaged tree: let _read_range name the problem
+            bounds = []
+        for lo, hi in entry_ranges(bounds, start, stop, step):
+            yield _read_range(t, source, lo, hi, tuple(label_branches), names,
                               tuple(extra_particle_branches), tuple(extra_jet_branches))
+
+
+def entry_ranges(bounds: Sequence[int], start: int, stop: int, step: int) -> list[tuple[int, int]]:
+    """Ranges of at most `step` entries covering [start, stop), cut at basket boundaries
+    (`bounds`: entries where the baskets of the particle branches, the bulk of the bytes, all
+    begin) wherever one falls inside the step: a range ending inside a basket makes the next
+    range decompress that basket again, which doubled the reading time of a 100k-jet file
+    with 20k-entry baskets. A basket longer than `step` is still cut at `step`."""
+    bounds = sorted(b for b in bounds if start < b < stop)
+    ranges = []
+    lo = start
+    while lo < stop:
+        limit = min(lo + step, stop)
+        i = bisect.bisect_right(bounds, limit) - 1
+        hi = bounds[i] if limit < stop and i >= 0 and bounds[i] > lo else limit
+        ranges.append((lo, hi))
+        lo = hi
+    return ranges
 
 
 @contextlib.contextmanager
