@@ -1,4 +1,14 @@
-# Data: generate (or download) raw files, preprocess them into sorted shards, index the shards.
+# Data: generate or download raw files, extract archives, preprocess each raw file into sorted
+# shards, index the shards.
+#
+# Downloads are local rules: login nodes have network, compute nodes often do not. Where the
+# files come from (official URL, download.base_url mirror, download.local_dir staging area) and
+# the retry budget are not params, so switching mirror never re-downloads a verified archive;
+# an explicit md5 override is a param (other expected bytes are another file). A killed download
+# leaves <archive>.part (resumed next time), and a file without a published checksum gets its md5
+# pinned in <archive>.md5; neither is a declared output, so Snakemake never deletes them.
+# Download and extraction take no source-file inputs: their outputs are verified or byte-exact
+# copies, and editing salt/data/download.py must not re-fetch 190 GB.
 
 
 def generate_seed(wildcards):
@@ -34,16 +44,124 @@ rule generate:
         " --output {output} > {log} 2>&1"
 
 
+rule download:
+    output:
+        "resources/raw/{dataset}/archives/{archive}",
+    wildcard_constraints:
+        dataset=alternation(downloaded_datasets()),
+        archive=alternation(
+            f for d in downloaded_datasets() for f in dataset_cfg(d)["download"]["files"]
+        ),
+    params:
+        source=lambda wc: dataset_cfg(wc.dataset)["source"],
+        md5=lambda wc: md5_override_args(wc.dataset, wc.archive),
+    log:
+        "logs/download/{dataset}/{archive}.log",
+    localrule: True
+    resources:
+        downloads=1,  # `--resources downloads=2` caps parallel downloads (Zenodo throttles)
+    run:
+        where = download_source_args(wildcards.dataset)
+        shell(
+            "salt download --dataset {params.source} --file {wildcards.archive:q} {params.md5} {where}"
+            " --output {output:q} > {log:q} 2>&1"
+        )
+
+
+# Members known in advance (JetClass val/test ROOT files): one job per member, which reads the
+# tar's headers (it seeks over the data of a plain tar) and copies out that member only; every
+# member of the archive is safety-checked first.
+rule extract_member:
+    input:
+        archive=lambda wc: archive_path(wc.dataset, archive_of_member(wc.dataset, wc.member)),
+    output:
+        "resources/raw/{dataset}/extracted/{member}",
+    wildcard_constraints:
+        dataset=alternation(d for d, _, _ in known_archives(folders=False)),
+        member=alternation(m for _, _, m in known_archives(folders=False)),
+    params:
+        outdir=lambda wc: extracted_dir(wc.dataset),
+        glob=lambda wc: glob_escape(wc.member),
+    log:
+        "logs/extract/{dataset}/{member}.log",
+    resources:
+        runtime=30,
+    shell:
+        "salt extract {input.archive:q} --output-dir {params.outdir:q} --members-glob {params.glob:q}"
+        " --done {log:q}.done.json > {log:q} 2>&1"
+
+
+# Folders known in advance (ModelNet10/<class>/<split>, read as one unit each).
+rule extract_folder:
+    input:
+        archive=lambda wc: archive_path(wc.dataset, archive_of_member(wc.dataset, wc.member)),
+    output:
+        directory("resources/raw/{dataset}/extracted/{member}"),
+    wildcard_constraints:
+        dataset=alternation(d for d, _, _ in known_archives(folders=True)),
+        member=alternation(m for _, _, m in known_archives(folders=True)),
+    params:
+        outdir=lambda wc: extracted_dir(wc.dataset),
+        glob=lambda wc: glob_escape(wc.member) + "/*",
+    log:
+        "logs/extract/{dataset}/{member}.log",
+    resources:
+        runtime=30,
+    shell:
+        "salt extract {input.archive:q} --output-dir {params.outdir:q} --members-glob {params.glob:q}"
+        " --done {log:q}.done.json > {log:q} 2>&1"
+
+
+def h5_keep(wildcards):
+    """HLS4ML: keep only what the reader uses; the jet images go as each member is extracted."""
+    if dataset_cfg(wildcards.dataset)["source"] != "hls4ml":
+        return ""
+    from salt.data.sources.hls4ml import KEEP_DATASETS
+
+    return "--h5-keep " + ",".join(KEEP_DATASETS)
+
+
+# Archives whose member names are only known once extracted (HLS4ML's jetImage_<k>_150p_<a>_<b>.h5,
+# the JetClass train parts): extract the whole archive; the listing it writes last is the
+# checkpoint's output, and raw_files() reads it, so preprocessing is still one job per raw file.
+checkpoint extract_archive:
+    input:
+        archive=lambda wc: archive_path(wc.dataset, wc.archive),
+    output:
+        "resources/raw/{dataset}/listings/{archive}.json",
+    wildcard_constraints:
+        dataset=alternation(downloaded_datasets()),
+        archive=alternation(listed_archives()),
+    params:
+        outdir=lambda wc: extracted_dir(wc.dataset),
+        globs=lambda wc: " ".join(
+            f"--members-glob {shlex.quote(g)}"
+            for g in dataset_cfg(wc.dataset)["download"].get("members", [])
+        ),
+        h5_keep=h5_keep,
+    log:
+        "logs/extract/{dataset}/{archive}.log",
+    resources:
+        runtime=240,
+    shell:
+        "salt extract {input.archive:q} --output-dir {params.outdir:q} {params.globs} {params.h5_keep}"
+        " --done {output:q} > {log:q} 2>&1"
+
+
 def preprocess_config(wildcards):
     cfg = dataset_cfg(wildcards.dataset)
-    keys = ("source", "classes", "particles", "features", "split", "options", "step")
-    return as_json({k: cfg[k] for k in keys if k in cfg} | {"sort": wildcards.sort})
+    keys = ("source", "classes", "particles", "features", "split", "step")
+    return as_json(
+        {k: cfg[k] for k in keys if k in cfg}
+        | {"sort": wildcards.sort, "options": reader_options(wildcards.dataset)}
+    )
 
 
 rule preprocess:
     input:
         raw=lambda wc: raw_files(wc.dataset)[wc.shard],
-        src=SRC["preprocess"],
+        listing=lambda wc: raw_listing(wc.dataset, wc.shard),
+        src=lambda wc: preprocess_src(wc.dataset),
     output:
         train="results/shards/{dataset}/{sort}/train/{shard}.h5",
         val="results/shards/{dataset}/{sort}/val/{shard}.h5",
@@ -61,7 +179,7 @@ rule preprocess:
         test=lambda wc: dataset_cfg(wc.dataset)["split"]["test"],
         seed=lambda wc: dataset_cfg(wc.dataset)["split"]["seed"],
         step=lambda wc: dataset_cfg(wc.dataset)["step"],
-        options=lambda wc: as_json(dataset_cfg(wc.dataset)["options"]),
+        options=lambda wc: as_json(reader_options(wc.dataset)),
         config=preprocess_config,
     log:
         "logs/preprocess/{dataset}/{sort}/{shard}.log",
@@ -83,6 +201,9 @@ rule manifest:
         train=lambda wc: shard_files(wc.dataset, wc.sort, "train"),
         val=lambda wc: shard_files(wc.dataset, wc.sort, "val"),
         test=lambda wc: shard_files(wc.dataset, wc.sort, "test"),
+        # every extraction listing up front, so that all checkpoint extractions run at once
+        # (the shard lists wait on them one at a time)
+        listings=lambda wc: dataset_listings(wc.dataset),
         src=SRC["manifest"],
     output:
         "results/shards/{dataset}/{sort}/manifest.json",
