@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/loader_speed.py                      # N=128, batch 1024, 1 thread
     .venv/bin/python benchmarks/loader_speed.py --workers 0 1 2 4 --jets 200000
 
-Writes shards like `salt preprocess` does (HDF5, lzf, 512-jet chunks, realistic
+Writes shards like `salt preprocess` does (HDF5, Blosc LZ4, 512-jet chunks, realistic
 multiplicities padded to N) into --dir (reused when present), then measures
 1. the loader: full epochs of ShardStream through a DataLoader with 0..k workers,
    shuffling and normalising on the fly, batches handed to the training process;

@@ -105,7 +105,7 @@ def phases(path: Path, out: Path, args: argparse.Namespace) -> dict[str, float]:
     timed(uproot.TTree, "arrays", "read: uproot (baskets, decompression)")
     timed(Record, "validate", "record validation")
     timed(pp, "sort_and_pad", "sort and pad")
-    timed(ShardWriter, "append", "shard write (lzf)")
+    timed(ShardWriter, "append", "shard write (Blosc LZ4)")
     timed(ShardWriter, "__exit__", "shard close")
     t0 = time.perf_counter()
     pp.preprocess("jetclass", [path], {s: out / f"{s}.h5" for s in ("train", "val", "test")}, sort=args.sort,
