@@ -26,7 +26,7 @@ from salt.atomic import write_json
 from salt.data.loader import ShardStream, split_chunks, stream_loader
 from salt.data.shards import ShardWriter, build_manifest, load_manifest
 from salt.models import build_model
-from salt.train import loss_sum
+from salt.training.optim import loss_sum
 
 
 def write_shards(root: Path, jets: int, n_particles: int, shards: int, seed: int = 0) -> Path:

@@ -39,463 +39,36 @@ import json
 import logging
 import math
 import os
-import random
 import signal
 import sys
 import time
-from collections.abc import Iterator
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.distributed as torch_dist
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from salt.atomic import atomic_path
-from salt.data.loader import (JetTensors, ShardStream, load_split, resolve_loader, split_chunks, stream_loader)
 from salt.data.shards import load_manifest
 from salt.models import ModelSpec, build_model, save_model
 from salt.provenance import provenance
+from salt.training.checkpoint import (CHECKPOINT_FORMAT, GlobalBest, Position, load_checkpoint, rng_state, run_fingerprint,
+                                      save_checkpoint, set_rng_state)
+from salt.training.distributed import Dist, init_distributed
+from salt.training.early_stopping import EarlyStopping, copy_state
+from salt.training.feeds import MemoryFeed, make_feed
+from salt.training.optim import loss_sum, make_optimizer, n_correct, seed_everything
+from salt.training.settings import TrainSettings
+from salt.training.signals import EXIT_PREEMPTED, Preempted, StopSignals, signal_hook
 
 log = logging.getLogger(__name__)
 
-EXIT_PREEMPTED = 75   # EX_TEMPFAIL: stopped by a signal after saving checkpoint.pt; run the same command again
-CHECKPOINT_FORMAT = "salt-train-checkpoint/1"
-SIGNAL_HOOK_ENV = "SALT_TRAIN_SIGNAL_AT_STEP"
+
 HISTORY_FIELDS = ("epoch", "phase", "batch_size", "lr", "loss", "accuracy", "val_loss", "val_accuracy", "wall_s",
                   "epoch_s", "jets_per_s", "device", "precision", "attempt")
-
-
-# ---------------------------------------------------------------------------
-# Settings
-
-
-@dataclass
-class TrainSettings:
-    """The `train:` block of config.yaml for one job (its variant's schedule already chosen)."""
-
-    schedule: list[tuple[int, int]]
-    lr: float = 1e-3
-    eps: float = 1e-7
-    adam: str = "keras"               # keras: eps added to sqrt(v) as Keras does; torch: torch.optim.Adam
-    patience: int = 40
-    early_stopping: str = "phase"     # "phase": the authors' per-phase restart; "global": end on the best epoch
-    eval_batch: int = 4096
-    max_train_jets: int | None = None
-    loader: str = "auto"              # memory | stream | auto (memory if the split fits in memory_budget_gb)
-    memory_budget_gb: float = 8.0
-    workers: int = 2                  # DataLoader processes per rank when streaming
-    buffer_jets: int = 16384          # shuffle buffer per streaming reader
-    precision: str = "fp32"           # fp32 | bf16 (autocast of the training steps; validation stays fp32)
-    checkpoint_minutes: float = 10.0  # mid-epoch checkpoint interval; 0: epoch ends and signals only
-
-    # keys that do not change the trained weights (a checkpoint stays valid when they change)
-    NOT_IN_RESULT = ("checkpoint_minutes",)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TrainSettings":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            hint = (" (per-variant `schedules` are resolved by the train rule; pass the chosen `schedule`)"
-                    if "schedules" in unknown else "")
-            raise ValueError(f"train settings: unknown keys {unknown}; expected some of {sorted(known)}{hint}")
-        if "schedule" not in d:
-            raise ValueError("train settings: 'schedule' is missing; expected [[batch_size, max_epochs], ...]")
-        s = cls(**d)
-        try:
-            s.schedule = [(int(b), int(e)) for b, e in s.schedule]
-        except (TypeError, ValueError):
-            raise ValueError(f"train settings: schedule {d['schedule']!r}; expected [[batch_size, max_epochs], ...]")
-        if not s.schedule or any(b < 1 or e < 1 for b, e in s.schedule):
-            raise ValueError(f"train settings: schedule {d['schedule']!r}; expected positive (batch_size, max_epochs)")
-        choices = {"early_stopping": ("phase", "global"), "loader": ("memory", "stream", "auto"),
-                   "precision": ("fp32", "bf16"), "adam": ("keras", "torch")}
-        for key, allowed in choices.items():
-            if getattr(s, key) not in allowed:
-                raise ValueError(f"train settings: {key} is {getattr(s, key)!r}; expected one of {allowed}")
-        for key in ("patience", "eval_batch", "buffer_jets"):
-            if int(getattr(s, key)) < 1:
-                raise ValueError(f"train settings: {key} is {getattr(s, key)!r}; expected a positive integer")
-        if s.workers < 0:
-            raise ValueError(f"train settings: workers is {s.workers!r}; expected 0 or more")
-        return s
-
-    def result_dict(self) -> dict[str, Any]:
-        """The settings that change the trained weights."""
-        return {k: v for k, v in asdict(self).items() if k not in self.NOT_IN_RESULT}
-
-
-# ---------------------------------------------------------------------------
-# Pieces of the protocol
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def loss_sum(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Summed cross entropy for several classes, binary cross entropy for one sigmoid output."""
-    logits = logits.float()
-    if logits.shape[1] == 1:
-        return F.binary_cross_entropy_with_logits(logits[:, 0], y.float(), reduction="sum")
-    return F.cross_entropy(logits, y, reduction="sum")
-
-
-def n_correct(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    pred = (logits[:, 0] > 0).long() if logits.shape[1] == 1 else logits.argmax(1)
-    return (pred == y).sum()
-
-
-class KerasAdam(torch.optim.Optimizer):
-    """Adam as Keras 2.15 computes it (the authors' `Adam()`), not as torch.optim.Adam does.
-
-    Keras: p -= lr·sqrt(1-β2^t)/(1-β1^t) · m / (sqrt(v) + ε). torch adds ε to the bias-corrected
-    sqrt(v̂), which equals Keras with ε·sqrt(1-β2^t): at ε = 1e-7 torch's effective ε is 32x
-    smaller in the first step and the two converge only after a few thousand steps."""
-
-    def __init__(self, params: Any, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-7) -> None:
-        super().__init__(params, {"lr": lr, "betas": betas, "eps": eps})
-
-    @torch.no_grad()
-    def step(self, closure: Any = None) -> None:
-        for group in self.param_groups:
-            params = [p for p in group["params"] if p.grad is not None]
-            if not params:
-                continue
-            states = [self.state[p] for p in params]
-            for p, state in zip(params, states):
-                if not state:
-                    state["step"] = 0
-                    state["m"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                    state["v"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-            grads, ms, vs = [p.grad for p in params], [s["m"] for s in states], [s["v"] for s in states]
-            beta1, beta2 = group["betas"]
-            t = states[0]["step"] + 1
-            torch._foreach_lerp_(ms, grads, 1 - beta1)                  # m += (g - m)(1 - β1)
-            torch._foreach_mul_(vs, beta2)
-            torch._foreach_addcmul_(vs, grads, grads, value=1 - beta2)  # v += (g² - v)(1 - β2)
-            denom = torch._foreach_sqrt(vs)
-            torch._foreach_add_(denom, group["eps"])
-            alpha = group["lr"] * math.sqrt(1 - beta2**t) / (1 - beta1**t)
-            torch._foreach_addcdiv_(params, ms, denom, value=-alpha)
-            for state in states:
-                state["step"] = t
-
-
-def make_optimizer(params: Any, settings: TrainSettings) -> torch.optim.Optimizer:
-    if settings.adam == "keras":
-        return KerasAdam(params, lr=settings.lr, eps=settings.eps)
-    return torch.optim.Adam(params, lr=settings.lr, eps=settings.eps)
-
-
-def _copy_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-
-class EarlyStopping:
-    """Keras 2.15 `EarlyStopping(monitor="val_loss", patience, restore_best_weights=True)`; one per phase.
-
-    Its on_epoch_end, line by line: keep the first epoch's weights if nothing is stored
-    yet (so a NaN first epoch still has weights to restore); count the epoch; on a
-    strict improvement store value, epoch and weights and reset the count; otherwise
-    stop once the count reaches `patience` (never at absolute epoch 0) and restore the
-    stored weights. Finishing the phase without stopping restores nothing."""
-
-    def __init__(self, patience: int) -> None:
-        self.patience = patience
-        self.wait = 0
-        self.best = math.inf
-        self.best_epoch = -1
-        self.best_weights: dict[str, torch.Tensor] | None = None
-
-    def update(self, epoch: int, value: float, model: torch.nn.Module) -> bool:
-        """Record epoch `epoch` (counted over the whole run); True = stop (best weights restored)."""
-        if self.best_weights is None:
-            self.best_weights = _copy_state(model)
-        self.wait += 1
-        if value < self.best:   # NaN never improves
-            self.best, self.best_epoch, self.wait = value, epoch, 0
-            self.best_weights = _copy_state(model)
-            return False
-        if self.wait >= self.patience and epoch > 0:
-            model.load_state_dict(self.best_weights)
-            return True
-        return False
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"patience": self.patience, "wait": self.wait, "best": self.best, "best_epoch": self.best_epoch,
-                "best_weights": self.best_weights}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.patience, self.wait, self.best = state["patience"], state["wait"], state["best"]
-        self.best_epoch, self.best_weights = state["best_epoch"], state["best_weights"]
-
-
-class Preempted(Exception):
-    """A stop signal arrived; the checkpoint is saved and the process should exit EXIT_PREEMPTED."""
-
-    def __init__(self, signum: int | None) -> None:
-        super().__init__(f"stopped by {signal.Signals(signum).name}" if signum else "stopped with the other ranks")
-        self.signum = signum
-
-
-class StopSignals:
-    """Turns SIGTERM/SIGUSR1 into a flag the training loop checks between steps."""
-
-    SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
-
-    def __init__(self) -> None:
-        self.received: int | None = None
-        self._previous: dict[int, Any] = {}
-
-    def __enter__(self) -> "StopSignals":
-        if _in_main_thread():
-            for sig in self.SIGNALS:
-                self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum: int, _frame: Any) -> None:
-        if self.received is None:   # no logging here: the handler may interrupt a logging call
-            self.received = signum
-
-    def __exit__(self, exc_type: Any, *exc: Any) -> None:
-        for sig, handler in self._previous.items():
-            # after a stop, ignore more: a second signal (torchrun stopping the other ranks, SLURM
-            # repeating itself) must not kill the process while it exits with EXIT_PREEMPTED
-            # (SIG_IGN also survives interpreter shutdown, which resets Python-level handlers)
-            signal.signal(sig, handler if exc_type is None else signal.SIG_IGN)
-
-
-def _in_main_thread() -> bool:
-    import threading
-
-    return threading.current_thread() is threading.main_thread()
-
-
-def _signal_hook() -> tuple[int, int] | None:
-    """(global step, signal) from SALT_TRAIN_SIGNAL_AT_STEP, or None."""
-    value = os.environ.get(SIGNAL_HOOK_ENV)
-    if not value:
-        return None
-    step, _, name = value.partition(":")
-    return int(step), getattr(signal, f"SIG{name or 'TERM'}")
-
-
-# ---------------------------------------------------------------------------
-# Distribution
-
-
-@dataclass
-class Dist:
-    """Rank, world size, and a CPU (gloo) group for the per-step bookkeeping."""
-
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-    meta_group: Any = None
-
-    @property
-    def active(self) -> bool:
-        return self.world > 1
-
-    def sum(self, values: list[float], dtype: torch.dtype = torch.float64) -> list[float]:
-        """Element-wise sum over ranks (identity for one process)."""
-        if not self.active:
-            return values
-        t = torch.tensor(values, dtype=dtype)
-        torch_dist.all_reduce(t, group=self.meta_group)
-        return t.tolist()
-
-    def barrier(self) -> None:
-        if self.active:
-            torch_dist.barrier(group=self.meta_group)
-
-
-def init_distributed(device_type: str) -> Dist:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world == 1:
-        return Dist()
-    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-    if device_type == "cuda":
-        torch.cuda.set_device(local_rank)
-        torch_dist.init_process_group("nccl")
-        meta = torch_dist.new_group(backend="gloo")
-    else:
-        torch_dist.init_process_group("gloo")
-        meta = None
-    return Dist(rank, world, local_rank, meta)
-
-
-def _rank_slice(n: int, dist: Dist) -> slice:
-    """This rank's contiguous share of n items (sizes differ by at most one)."""
-    return slice(n * dist.rank // dist.world, n * (dist.rank + 1) // dist.world)
-
-
-# ---------------------------------------------------------------------------
-# Data feeds: yield this rank's part of each batch as (x, mask, y, weight); weight 0 marks a
-# stand-in jet for a rank whose share of a short last batch is empty (DDP needs every rank to step).
-
-
-class MemoryFeed:
-    def __init__(self, data: JetTensors) -> None:
-        self.data = data
-
-    def __len__(self) -> int:
-        return len(self.data)
-
-    def train_batches(self, perm: torch.Tensor, batch_size: int, skip: int, dist: Dist
-                      ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]]:
-        perm = perm.to(self.data.y.device)
-        for i in range(skip * batch_size, len(perm), batch_size):
-            idx = perm[i:i + batch_size]
-            local, weight = idx[_rank_slice(len(idx), dist)], 1.0
-            if len(local) == 0:
-                local, weight = idx[:1], 0.0
-            yield self.data.x[local], self.data.mask[local], self.data.y[local], weight
-
-    def eval_batches(self, batch_size: int, dist: Dist) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-        part = _rank_slice(len(self.data), dist)
-        for i in range(part.start, part.stop, batch_size):
-            j = min(i + batch_size, part.stop)
-            yield self.data.x[i:j], self.data.mask[i:j], self.data.y[i:j]
-
-
-class StreamFeed:
-    def __init__(self, manifest: dict[str, Any], split: str, settings: TrainSettings, seed: int, device: torch.device,
-                 world: int, max_jets: int | None = None) -> None:
-        self.chunks = split_chunks(manifest, split, max_jets=max_jets)
-        if len(self.chunks) < world:
-            raise ValueError(f"the {split} split has {len(self.chunks)} HDF5 chunks, fewer than the {world} ranks "
-                             "that would each stream a share of them; use train.loader: memory")
-        self.normalisation = manifest["normalisation"]
-        self.settings, self.seed, self.device = settings, seed, device
-        self.n = sum(len(c) for c in self.chunks)
-
-    def __len__(self) -> int:
-        return self.n
-
-    def _loader(self, batch_size: int, shuffle: bool, epoch: int, dist: Dist) -> Iterator:
-        ds = ShardStream(self.chunks, self.normalisation, batch_size, shuffle=shuffle, seed=self.seed,
-                         buffer_jets=self.settings.buffer_jets, rank=dist.rank, world=dist.world)
-        ds.set_epoch(epoch)
-        return iter(stream_loader(ds, self.settings.workers, pin_memory=self.device.type == "cuda"))
-
-    def train_batches(self, epoch: int, batch_size: int, skip: int, dist: Dist
-                      ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]]:
-        # each rank streams its own chunks in batches of global/world: same global batch size
-        batches = self._loader(max(1, batch_size // dist.world), True, epoch, dist)
-        for _ in range(skip):   # resume inside an epoch: replay the order, discard what was trained on
-            next(batches, None)
-        for x, m, y in batches:
-            yield (x.to(self.device, non_blocking=True), m.to(self.device, non_blocking=True),
-                   y.to(self.device, non_blocking=True), 1.0)
-
-    def eval_batches(self, batch_size: int, dist: Dist) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-        for x, m, y in self._loader(batch_size, False, 0, dist):
-            yield x.to(self.device), m.to(self.device), y.to(self.device)
-
-
-def make_feed(manifest: dict[str, Any], split: str, settings: TrainSettings, seed: int, device: torch.device,
-              world: int, max_jets: int | None = None) -> tuple[MemoryFeed | StreamFeed, str]:
-    kind = resolve_loader(settings.loader, manifest, split, settings.memory_budget_gb)
-    if kind == "memory":
-        return MemoryFeed(load_split(manifest, split, max_jets=max_jets).to(device)), kind
-    return StreamFeed(manifest, split, settings, seed, device, world, max_jets=max_jets), kind
-
-
-# ---------------------------------------------------------------------------
-# Run state and checkpoint
-
-
-@dataclass
-class Position:
-    """Where the run is: enough to continue at the next batch."""
-
-    phase: int = 0
-    phase_started: bool = False
-    epoch: int = 0              # epochs finished over the whole run
-    epoch_in_phase: int = 0
-    step: int = 0               # batches finished in the current epoch
-    global_step: int = 0
-    loss_sum: float = 0.0       # current epoch's accumulators
-    correct: int = 0
-    seen: int = 0
-    epoch_s: float = 0.0        # time already spent in the current epoch by earlier attempts
-    stopped_phases: list[int] = field(default_factory=list)
-
-
-@dataclass
-class GlobalBest:
-    val_loss: float = math.inf
-    epoch: int = -1
-    weights: dict[str, torch.Tensor] | None = None
-
-
-def _rng_state() -> dict[str, Any]:
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    state = {"torch": torch.get_rng_state(), "python": random.getstate(),
-             "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                       "has_gauss": int(has_gauss), "gauss": float(gauss)}}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    random.setstate(state["python"])
-    n = state["numpy"]
-    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
-    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
-    """Atomic and synced: a node that dies after the rename still has the whole file."""
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-
-
-def load_checkpoint(path: Path, fingerprint: dict[str, Any]) -> dict[str, Any] | None:
-    """The checkpoint at `path` if it belongs to this run; else None (and say why)."""
-    if not path.exists():
-        return None
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - torch raises many types for a bad file
-        log.warning("%s is unreadable (%s); starting from scratch", path, err)
-        return None
-    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        log.warning("%s is not a %s file; starting from scratch", path, CHECKPOINT_FORMAT)
-        return None
-    if payload["fingerprint"] != fingerprint:
-        old = payload["fingerprint"]
-        differ = sorted(k for k in set(old) | set(fingerprint) if old.get(k) != fingerprint.get(k))
-        log.warning("%s was made with different %s; starting from scratch (it will be overwritten)", path, differ)
-        return None
-    return payload
-
-
-def run_fingerprint(spec: dict[str, Any], settings: TrainSettings, seed: int, manifest: dict[str, Any],
-                    loaders: dict[str, str], world: int) -> dict[str, Any]:
-    """What must match for a checkpoint to be resumed: everything that changes the weights."""
-    data = {split: [e["md5"] for e in manifest["splits"][split]["shards"]] for split in ("train", "val")}
-    fp = {"spec": spec, "settings": json.loads(json.dumps(settings.result_dict())), "seed": seed, "data": data,
-          "loaders": loaders}
-    if "stream" in loaders.values():   # which rank reads which chunk depends on the world size
-        fp["world"] = world
-    return fp
 
 
 # ---------------------------------------------------------------------------
@@ -539,7 +112,7 @@ class _Run:
         _check_spec(self.spec, self.manifest, manifest_path)
         self.checkpoint_path = out / "checkpoint.pt"
         self.is_main = dist.rank == 0
-        self.hook = _signal_hook()
+        self.hook = signal_hook()
 
         seed_everything(seed)
         self.model = build_model(ModelSpec.from_dict(self.spec)).to(dev)
@@ -582,7 +155,7 @@ class _Run:
         self.best = GlobalBest(**payload["global_best"])
         self.history = list(payload["history"])
         self.epoch_gen_state = payload["rng"]["shuffle"]
-        _set_rng_state(payload["rng"])
+        set_rng_state(payload["rng"])
         self.attempt = payload["attempt"] + 1
         self.elapsed_before = payload["elapsed_s"]
         log.info("resumed from %s: attempt %d, phase %d, epoch %d, step %d in the epoch", self.checkpoint_path,
@@ -595,7 +168,7 @@ class _Run:
                 "model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
                 "position": asdict(self.pos), "early_stopping": self.early.state_dict(),
                 "global_best": asdict(self.best), "history": self.history,
-                "rng": _rng_state() | {"shuffle": self.epoch_gen_state},
+                "rng": rng_state() | {"shuffle": self.epoch_gen_state},
                 "attempt": self.attempt, "elapsed_s": self.wall(),
             }
             save_checkpoint(self.checkpoint_path, payload)
@@ -704,7 +277,7 @@ class _Run:
                  pos.epoch, pos.phase, batch_size, row["loss"], row["accuracy"], val_loss, val_acc, epoch_s,
                  row["jets_per_s"])
         if val_loss < self.best.val_loss:
-            self.best = GlobalBest(val_loss, pos.epoch, _copy_state(self.model))
+            self.best = GlobalBest(val_loss, pos.epoch, copy_state(self.model))
         stop = self.early.update(pos.epoch, val_loss, self.model)
         self.epoch_gen_state = self.gen.get_state()   # where the next epoch's shuffle starts
         pos.epoch += 1

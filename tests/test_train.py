@@ -12,8 +12,11 @@ from jetshards import write_dataset
 from salt.data.loader import load_split
 from salt.data.shards import load_manifest
 from salt.models import load_model
-from salt.train import (EXIT_PREEMPTED, SIGNAL_HOOK_ENV, EarlyStopping, KerasAdam, Preempted, TrainSettings,
-                        loss_sum, train)
+from salt.train import train
+from salt.training.early_stopping import EarlyStopping
+from salt.training.optim import KerasAdam, loss_sum
+from salt.training.settings import TrainSettings
+from salt.training.signals import EXIT_PREEMPTED, SIGNAL_HOOK_ENV, Preempted
 
 torch.set_num_threads(1)
 SCHEDULE = [[32, 2], [64, 2]]

@@ -16,7 +16,9 @@ import torch
 
 from jetshards import write_dataset
 from salt.models import load_model
-from salt.train import EXIT_PREEMPTED, SIGNAL_HOOK_ENV, TrainSettings, train
+from salt.train import train
+from salt.training.settings import TrainSettings
+from salt.training.signals import EXIT_PREEMPTED, SIGNAL_HOOK_ENV
 
 torch.set_num_threads(1)
 pytestmark = pytest.mark.slow

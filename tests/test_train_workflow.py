@@ -21,7 +21,9 @@ import yaml
 
 from jetshards import write_dataset
 from salt.models import load_model
-from salt.train import SIGNAL_HOOK_ENV, TrainSettings, train
+from salt.train import train
+from salt.training.settings import TrainSettings
+from salt.training.signals import SIGNAL_HOOK_ENV
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = "results/models/pythia/salt/kt/seed1/model.pt"

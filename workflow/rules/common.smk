@@ -131,6 +131,7 @@ MODEL_SRC = [
     for p in sorted(Path("salt/models").glob("*.py"))
     if p.stem not in ("cost", "reference")
 ]
+TRAINING_SRC = [str(p) for p in sorted(Path("salt/training").glob("*.py"))]
 SRC = {
     "generate": src("data/sources/pythia", "atomic"),
     # plus the dataset's own reader: preprocess_src(dataset)
@@ -142,7 +143,7 @@ SRC = {
         "data/sources/__init__",
     ),
     "manifest": src("data/shards"),
-    "train": src("train", "data/loader") + MODEL_SRC,
+    "train": src("train", "data/loader") + TRAINING_SRC + MODEL_SRC,
     "evaluate": src("evaluate", "metrics", "data/loader") + MODEL_SRC,
     "bench": src("bench", "models/cost") + MODEL_SRC,
     "report": [str(p) for p in sorted(Path("salt/report").glob("*.py"))] + src("metrics"),

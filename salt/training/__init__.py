@@ -1,0 +1,1 @@
+"""Pieces of the training protocol; `salt.train` puts them together into one run."""
