@@ -105,3 +105,11 @@ def test_record_validation_names_file_and_entry():
     empty = make_record([[1.0], []], [[0.1], []], [[0.1], []])
     with pytest.raises(RecordError, match="entry 1: no particles"):
         empty.validate()
+
+
+def test_wrap_phi_keeps_values_inside_exact_and_takes_awkward():
+    small = np.array([1e-7, -3e-6, 0.5], dtype=np.float32)
+    assert np.array_equal(wrap_phi(small), small) and wrap_phi(small).dtype == np.float32
+    jagged = ak.Array([[0.1, 4.0], [-4.0]])
+    out = wrap_phi(jagged)
+    np.testing.assert_allclose(ak.to_numpy(ak.flatten(out)), [0.1, 4.0 - 2 * np.pi, -4.0 + 2 * np.pi])

@@ -20,8 +20,11 @@ TWO_PI = 2.0 * np.pi
 
 
 def wrap_phi(dphi):
-    """Wrap an angle difference into [-π, π)."""
-    return (dphi + np.pi) % TWO_PI - np.pi
+    """Wrap angles into [-π, π), for numpy or awkward arrays. Values already inside come back
+    bit for bit: adding π in float32 would cost small angles their precision."""
+    where = ak.where if isinstance(dphi, ak.Array) else np.where
+    inside = (dphi >= -np.pi) & (dphi < np.pi)
+    return where(inside, dphi, (dphi + np.pi) % TWO_PI - np.pi)
 
 
 def delta_phi(phi1, phi2):

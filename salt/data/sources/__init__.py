@@ -36,14 +36,3 @@ def jagged_record(offsets: np.ndarray, fields: dict[str, np.ndarray]) -> ak.Arra
     contents = [ak.contents.NumpyArray(np.ascontiguousarray(v, dtype=np.float32)) for v in fields.values()]
     inner = ak.contents.RecordArray(contents, list(fields), length=int(offsets[-1]))
     return ak.Array(ak.contents.ListOffsetArray(ak.index.Index64(np.asarray(offsets, dtype=np.int64)), inner))
-
-
-def wrap_angle(phi: np.ndarray) -> np.ndarray:
-    """Wrap angles into [-pi, pi); values already inside keep every bit (adding pi in float32
-    would cost small angles their precision)."""
-    phi = np.asarray(phi)
-    inside = (phi >= -np.pi) & (phi < np.pi)
-    if np.all(inside):
-        return phi
-    wrapped = np.mod(phi.astype(np.float64) + np.pi, 2 * np.pi) - np.pi
-    return np.where(inside, phi, wrapped).astype(phi.dtype)

@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from salt.data.record import Record, RecordError
-from salt.data.sources import jagged_record, wrap_angle
+from salt.data.kinematics import wrap_phi
+from salt.data.sources import jagged_record
 
 KIND = "jet"
 CLASS_NAMES = ("g", "q", "W", "Z", "t")
@@ -169,14 +170,14 @@ def _read_range(f, source: str, entry_start: int | None, entry_stop: int | None,
     fields = {
         "px": flat[:, PX], "py": flat[:, PY], "pz": flat[:, PZ], "energy": flat[:, E],
         "pt": flat[:, PT], "eta": flat[:, ETA], "phi": flat[:, PHI],
-        "deta": flat[:, ETA_REL], "dphi": wrap_angle(flat[:, PHI_REL].astype(np.float32)),
+        "deta": flat[:, ETA_REL], "dphi": wrap_phi(flat[:, PHI_REL].astype(np.float32)),
     }
     jets = jets[kept_jets]
     lead = flat[offsets[:-1]]  # first kept constituent of each jet
     jet_pt, jet_eta, jet_mass = jets[:, JET_PT], jets[:, JET_ETA], jets[:, JET_MASS]
     jet_fields = {
         "pt": jet_pt, "eta": jet_eta,
-        "phi": wrap_angle(lead[:, PHI] - lead[:, PHI_REL]),
+        "phi": wrap_phi(lead[:, PHI] - lead[:, PHI_REL]),
         "energy": np.sqrt(jet_mass**2 + (jet_pt * np.cosh(jet_eta)) ** 2),
         "mass": jet_mass,
         "n_particles": counts,

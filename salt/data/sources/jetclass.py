@@ -25,7 +25,8 @@ import numpy as np
 import uproot
 
 from salt.data.record import Record, RecordError
-from salt.data.sources import jagged_record, wrap_angle
+from salt.data.kinematics import wrap_phi
+from salt.data.sources import jagged_record
 
 TREE = "tree"
 KIND = "jet"
@@ -211,7 +212,7 @@ def _read_range(tree, source: str, entry_start: int | None, entry_stop: int | No
             "eta": np.arcsinh(pz / pt).astype(np.float32),
             "phi": np.arctan2(py, px),
             "deta": stored_deta(flat["part_deta"], jet_eta_per_particle).astype(np.float32),
-            "dphi": wrap_angle(flat["part_dphi"]),
+            "dphi": wrap_phi(flat["part_dphi"]),
         }
     for branch in particle_branches:
         if branch not in PARTICLE_BRANCHES:

@@ -64,6 +64,7 @@ import awkward as ak
 import numpy as np
 
 from salt.atomic import atomic_path, write_json
+from salt.data.kinematics import wrap_phi
 from salt.data.sources.jetclass import stored_deta
 
 CLASSES = ("g", "q", "W", "Z", "t")  # class order, like HLS4ML
@@ -503,7 +504,7 @@ def _delta_r_pairs(jets_eta: ak.Array, jets_phi: ak.Array, obj_eta: ak.Array, ob
     jets = ak.zip({"eta": jets_eta, "phi": jets_phi})
     objects = ak.zip({"eta": obj_eta, "phi": obj_phi})
     jet, obj = ak.unzip(ak.cartesian([jets, objects], axis=1, nested=True))
-    return np.hypot(jet.eta - obj.eta, _wrap_phi(jet.phi - obj.phi))
+    return np.hypot(jet.eta - obj.eta, wrap_phi(jet.phi - obj.phi))
 
 
 def _jet_features(px, py, pz, e, pt, pid, n_cons, jpx, jpy, jpz, je, radius, fastjet, particle_data
@@ -517,7 +518,7 @@ def _jet_features(px, py, pz, e, pt, pid, n_cons, jpx, jpy, jpz, je, radius, fas
         eta = np.arcsinh(pz / pt)
     jet_phi = np.arctan2(jpy, jpx)
     deta = eta - jet_eta[part_jet]
-    dphi = _wrap_phi(np.arctan2(py, px) - jet_phi[part_jet])
+    dphi = wrap_phi(np.arctan2(py, px) - jet_phi[part_jet])
     charge, is_hadron = _pid_properties(pid, particle_data)
     absid = np.abs(pid)
     flags = {
@@ -647,11 +648,6 @@ def _offsets(counts: np.ndarray, with_end: bool = False) -> np.ndarray:
     out = np.zeros(len(counts) + 1, dtype=np.int64)
     np.cumsum(counts, out=out[1:])
     return out if with_end else out[:-1]
-
-
-def _wrap_phi(dphi):
-    """Wrap into [-pi, pi)."""
-    return np.mod(dphi + np.pi, 2 * np.pi) - np.pi
 
 
 def _library_versions() -> dict[str, str]:
