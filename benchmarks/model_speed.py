@@ -22,7 +22,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from salt.bench import bench_variants, tune_allocator  # noqa: E402
+from salt.bench import bench_variants  # noqa: E402
+from salt.benchmarking.runtime import tune_allocator  # noqa: E402
 
 GOALS = {
     "salt_vs_transformer_at_150": 3.0,   # throughput ratio, at least

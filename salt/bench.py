@@ -38,22 +38,16 @@ Sweep rules, and why:
 from __future__ import annotations
 
 import argparse
-import contextlib
 import ctypes
 import ctypes.util
 import importlib.metadata
 import json
-import logging
-import os
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import traceback
-import warnings
-from collections.abc import Callable, Iterator, Sequence
-from functools import lru_cache
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -61,65 +55,14 @@ import numpy as np
 import torch
 
 from salt.models import ModelSpec, build_model
+from salt.benchmarking.isolation import describe, measure_isolated
+from salt.benchmarking.limits import (BACKENDS, DEFAULT_BACKENDS, DEFAULT_BATCHES, DEFAULT_CPU_BUDGET_GB,
+                                      DEFAULT_PRECISIONS, GPU_BUDGET_SHARE, MEMORY_NOTE, MIN_TIMED_PASSES,
+                                      PRECISIONS, TIMING_NOTE, BenchError, default_memory_budget_mb, device_kind,
+                                      estimate_memory_mb, memory_headroom_mb, require_device, resolve_threads)
+from salt.benchmarking.measure import export_onnx, onnxruntime_missing
+from salt.benchmarking.runtime import num_threads, random_jets, synchronize, tune_allocator
 from salt.models.classifier import JetClassifier
-
-_ALLOCATOR_TUNED = False
-
-
-def tune_allocator() -> bool:
-    """Keep freed memory mapped in this process (glibc only); returns whether it applied.
-
-    glibc hands large freed blocks straight back to the kernel, so every new
-    intermediate tensor of a forward pass is page-faulted in again; on a VM that costs
-    as much as the arithmetic. Raising the mmap and trim thresholds lets the heap reuse
-    them, which is what jemalloc/tcmalloc setups for PyTorch CPU inference achieve. It
-    changes no result, only time, and it applies to every variant alike.
-    """
-    global _ALLOCATOR_TUNED
-    if _ALLOCATOR_TUNED:
-        return True
-    name = ctypes.util.find_library("c")
-    if not sys.platform.startswith("linux") or name is None:
-        return False
-    try:
-        libc = ctypes.CDLL(name)
-        m_trim_threshold, m_mmap_threshold = -1, -3
-        ok = libc.mallopt(m_trim_threshold, ctypes.c_int(2**31 - 1)) == 1
-        ok = libc.mallopt(m_mmap_threshold, ctypes.c_int(1 << 30)) == 1 and ok
-    except (OSError, AttributeError):
-        return False
-    _ALLOCATOR_TUNED = ok
-    return ok
-
-
-@contextlib.contextmanager
-def num_threads(threads: int | None) -> Iterator[None]:
-    """Run the block with `threads` intra-op threads (None: leave as is)."""
-    if threads is None:
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-def random_jets(spec: ModelSpec, batch: int, device: str | torch.device = "cpu", seed: int = 0
-                ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Standard-normal features and a mask with a realistic share of padding (about a third)."""
-    gen = torch.Generator().manual_seed(seed)
-    x = torch.randn(batch, spec.particles, spec.features, generator=gen)
-    counts = torch.randint(max(1, spec.particles // 3), spec.particles + 1, (batch, 1), generator=gen)
-    mask = torch.arange(spec.particles)[None, :] < counts
-    x = x * mask[..., None]
-    return x.to(device), mask.to(device)
-
-
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def time_models(models: dict[str, JetClassifier], batch: int, *, device: str = "cpu", threads: int | None = 1,
@@ -146,12 +89,12 @@ def time_models(models: dict[str, JetClassifier], batch: int, *, device: str = "
             model.to(dev).eval()
             for _ in range(warmup):
                 model(x, mask)
-        _synchronize(dev)
+        synchronize(dev)
         for _ in range(repeats):
             for name, model in models.items():
                 start = time.perf_counter()
                 model(x, mask)
-                _synchronize(dev)
+                synchronize(dev)
                 times[name].append(time.perf_counter() - start)
     out = {}
     for name, ts in times.items():
@@ -196,405 +139,13 @@ def bench_variants(variants: list[str], particles: int, batch: int, *, classes: 
 # =============================================================================
 # The pipeline benchmark: one variant over an N sweep, each configuration in a fresh process
 
-BACKENDS = ("eager", "compile", "cudagraph", "onnxruntime")
-PRECISIONS = ("fp32", "bf16")
-DEFAULT_BACKENDS = {"cpu": ("eager", "onnxruntime"), "cuda": ("eager", "cudagraph")}
-DEFAULT_PRECISIONS = {"cpu": ("fp32",), "cuda": ("fp32", "bf16")}
-DEFAULT_BATCHES = (1, 4096)
-DEFAULT_CPU_BUDGET_GB = 8.0
-GPU_BUDGET_SHARE = 0.8  # of the GPU's memory, when no budget is given
-MIN_TIMED_PASSES = 3  # even when the time budget runs out first
-RESULT_KEYS = ("particles", "batch", "threads", "backend", "precision", "latency_ms", "latency_ms_p10",
-               "latency_ms_p90", "ns_per_jet", "jets_per_s", "peak_memory_mb")
-TIMING_NOTE = ("median (p10, p90) of timed passes after warm-up, each configuration in a fresh process; "
-               "cpu: perf_counter around each call; cuda: CUDA events after a synchronisation, one batch per pass; "
-               "ns_per_jet = latency / batch, jets_per_s = batch / latency")
-MEMORY_NOTE = {
-    "cpu": ("peak resident set of the measuring process (VmHWM, reset via /proc/self/clear_refs) above its "
-            "resident set at start, less library code paged in: weights, inputs, intermediates, allocator slack; "
-            "compile: not measured (null), the compiler's own memory would dominate"),
-    "cuda": ("torch.cuda.max_memory_allocated after reset_peak_memory_stats, weights and inputs on the device; "
-             "cudagraph: warm-up and capture included; compile: after compiling; onnxruntime: not measured (null)"),
-}
-
-
-class BenchError(RuntimeError):
-    """A benchmark that cannot give an honest number: no GPU for a cuda run, a failed configuration."""
-
-
-def device_kind(device: str) -> str:
-    """"cpu" or "cuda" for a device string such as "cuda:1"."""
-    try:
-        kind = torch.device(device).type
-    except RuntimeError as err:
-        raise BenchError(f"--device {device!r}: {err}; expected cpu or cuda[:i]") from err
-    if kind not in ("cpu", "cuda"):
-        raise BenchError(f"--device {device!r}: expected cpu or cuda[:i]")
-    return kind
-
-
-def require_device(device: str) -> None:
-    """Fail unless `device` exists here. A cuda benchmark without a GPU must not quietly run on the CPU."""
-    if device_kind(device) != "cuda":
-        return
-    if not torch.cuda.is_available():
-        raise BenchError(
-            f"--device {device}: no CUDA GPU is visible on this machine (torch {torch.__version__}, built with "
-            f"CUDA {torch.version.cuda}, CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')}). "
-            "A CPU measurement must not be filed under cuda: run this job on a GPU node, or benchmark the CPU "
-            "only (config bench.devices: [cpu]).")
-    index = torch.device(device).index or 0
-    if index >= torch.cuda.device_count():
-        raise BenchError(f"--device {device}: only {torch.cuda.device_count()} GPU(s) are visible")
-
-
-def resolve_threads(threads: int) -> int:
-    """Intra-op threads for a thread setting: 0 means every core this process may run on (its CPU
-    affinity, which is the job's allocation under SLURM)."""
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
-        raise ValueError(f"threads is {threads!r}; expected 0 (all cores) or a positive integer")
-    if threads:
-        return threads
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
-@lru_cache(maxsize=64)
-def _param_count(spec: ModelSpec) -> int:
-    return sum(p.numel() for p in build_model(spec).parameters())
-
-
-def slice_jets(spec: ModelSpec, batch: int, *, backend: str, device: str, chunk_rows: int | None) -> int:
-    """Jets per forward slice: eager CPU inference runs big batches in slices of `chunk_rows`
-    particle rows (JetClassifier.inference_chunk_rows); every other path runs the whole batch."""
-    rows = JetClassifier.inference_chunk_rows if chunk_rows is None else chunk_rows
-    n = spec.particles
-    if backend == "eager" and device_kind(device) == "cpu" and rows and batch * n > rows:
-        return min(batch, max(1, rows // n))
-    return batch
-
-
-ESTIMATE_OVERHEAD_MB = 16.0  # runtime scratch and session state beside the tensors
-ESTIMATE_BF16_FACTOR = 1.5  # autocast keeps bf16 copies beside the fp32 tensors
-ESTIMATE_ARENA_FACTOR = 2.0  # ONNX Runtime's CPU arena grows by doubling
-
-
-def estimate_memory_mb(spec: ModelSpec, batch: int, *, backend: str = "eager", device: str = "cpu",
-                       impl: str = "fused", chunk_rows: int | None = None, precision: str = "fp32") -> float:
-    """Conservative peak memory of one inference pass, in MiB: weights, inputs and the activations
-    alive at the widest point of a block, counted as fp32, plus allowances for autocast copies,
-    ONNX Runtime's arena and runtime scratch (checked against measurements in tests/test_bench_sweep.py).
-
-    Full attention counts its (H, N, N) logits three times (scores, softmax, a temporary), as the
-    math path and ONNX Runtime materialise them; PyTorch's fused attention kernels need less, so
-    the estimate errs high there, which is the safe side for a skip decision.
-    """
-    n, d, dff, h = spec.particles, spec.d_model, spec.d_ff, spec.heads
-    keys = n if spec.attention == "full" else spec.partitions
-    per_particle = 6 * d + 2 * dff + 3 * h * keys  # floats alive per particle
-    if impl == "straightforward" and spec.attention != "full":
-        per_particle += 4 * d  # K and V at full length, zero-padded
-    jets = slice_jets(spec, batch, backend=backend, device=device, chunk_rows=chunk_rows)
-    working = 4 * jets * n * per_particle * (ESTIMATE_BF16_FACTOR if precision == "bf16" else 1.0)
-    weights = 4 * _param_count(spec)
-    inputs = batch * n * (4 * spec.features + 1) + 4 * batch * spec.classes
-    total = (weights + inputs + working) / 2**20
-    if backend == "onnxruntime":
-        total *= ESTIMATE_ARENA_FACTOR
-    return ESTIMATE_OVERHEAD_MB + total
-
-
-def onnxruntime_missing(kind: str) -> str | None:
-    """Why the onnxruntime backend cannot run here, or None when it can."""
-    try:
-        import onnxruntime
-    except ImportError:
-        return "onnxruntime is not installed (pip install onnxruntime, or onnxruntime-gpu for cuda): backend skipped"
-    for module in ("onnx", "onnxscript"):
-        try:
-            importlib.import_module(module)
-        except ImportError:
-            return f"{module} is not installed (needed to export the model to ONNX): backend onnxruntime skipped"
-    if kind == "cuda" and "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
-        return ("onnxruntime has no CUDAExecutionProvider here (install onnxruntime-gpu): "
-                "backend onnxruntime skipped on cuda")
-    return None
-
-
-def export_onnx(spec: ModelSpec, path: str | os.PathLike[str], *, seed: int = 0, impl: str = "fused") -> Path:
-    """Write the model (initialised with `seed`, as the eager runs are) to ONNX with a dynamic batch axis."""
-    torch.manual_seed(seed)
-    model = build_model(spec, impl=impl).eval()
-    x, mask = random_jets(spec, 2)
-    args = (x, mask) if spec.mask else (x,)
-    batch = torch.export.Dim("batch")
-    quiet = [logging.getLogger(name) for name in ("torch.onnx", "torch.export", "torch._dynamo", "onnxscript")]
-    levels = [logger.level for logger in quiet]
-    for logger in quiet:
-        logger.setLevel(logging.ERROR)
-    try:
-        with contextlib.redirect_stdout(sys.stderr), warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)  # the exporter's own deprecations, not ours
-            torch.onnx.export(model, args, str(path), dynamo=True, dynamic_shapes=tuple({0: batch} for _ in args),
-                              verbose=False)
-    finally:
-        for logger, level in zip(quiet, levels):
-            logger.setLevel(level)
-    return Path(path)
-
-
-# --- what runs inside the measuring process ----------------------------------------------
-
-def _proc_status() -> dict[str, int]:
-    """Memory lines of /proc/self/status, in kB."""
-    out = {}
-    with open("/proc/self/status") as f:
-        for line in f:
-            key, _, value = line.partition(":")
-            if key in ("VmRSS", "VmHWM", "RssFile"):
-                out[key] = int(value.split()[0])
-    return out
-
-
-class _RssPeak:
-    """The peak resident set of this process from now on, above its present one (Linux)."""
-
-    def __init__(self) -> None:
-        try:
-            with open("/proc/self/clear_refs", "w") as f:
-                f.write("5")  # reset VmHWM to the present resident set
-            start = _proc_status()
-            self.rss0, self.file0 = start["VmRSS"], start.get("RssFile", 0)
-            self.ok = True
-        except (OSError, KeyError):
-            self.ok = False
-
-    def peak_mb(self) -> float | None:
-        if not self.ok:
-            return None
-        now = _proc_status()
-        code = max(0, now.get("RssFile", 0) - self.file0)  # shared library pages first touched
-        return max(0, now["VmHWM"] - self.rss0 - code) / 1024
-
-
-def _time_passes(step: Callable[[], Any], device: torch.device, warmup: int, repeats: int,
-                 time_budget_s: float, after_warmup: Callable[[], None] | None = None) -> list[float]:
-    """Seconds per pass after `warmup` untimed passes; stops early (after MIN_TIMED_PASSES) once the
-    timed passes have taken `time_budget_s`."""
-    for _ in range(warmup):
-        step()
-    _synchronize(device)
-    if after_warmup is not None:
-        after_warmup()
-    cuda = device.type == "cuda"
-    if cuda:
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    times: list[float] = []
-    while len(times) < repeats:
-        if cuda:
-            torch.cuda.synchronize(device)
-            start.record()
-            step()
-            end.record()
-            end.synchronize()
-            times.append(start.elapsed_time(end) / 1e3)
-        else:
-            t0 = time.perf_counter()
-            step()
-            times.append(time.perf_counter() - t0)
-        if sum(times) > time_budget_s and len(times) >= min(MIN_TIMED_PASSES, repeats):
-            break
-    return times
-
-
-def _capture_graph(model: torch.nn.Module, x: torch.Tensor, mask: torch.Tensor, warmup: int,
-                   device: torch.device) -> Callable[[], Any]:
-    """A CUDA graph of one forward pass on static inputs (warmed up on a side stream, as capture
-    requires); the step replays it and returns its output."""
-    side = torch.cuda.Stream(device)
-    side.wait_stream(torch.cuda.current_stream(device))
-    with torch.cuda.stream(side):
-        for _ in range(max(1, warmup)):
-            model(x, mask)
-    torch.cuda.current_stream(device).wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        out = model(x, mask)
-
-    def replay() -> torch.Tensor:
-        graph.replay()
-        return out  # the graph's static output, refreshed by the replay
-
-    return replay
-
-
-def _onnxruntime_step(path: str, x: torch.Tensor, mask: torch.Tensor, threads: int, kind: str
-                      ) -> Callable[[], Any]:
-    import onnxruntime
-
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
-    providers = ["CUDAExecutionProvider"] if kind == "cuda" else ["CPUExecutionProvider"]
-    session = onnxruntime.InferenceSession(path, options, providers=providers)
-    arrays = {"x": x.cpu().numpy(), "mask": mask.cpu().numpy()}
-    feeds = {i.name: arrays[i.name] for i in session.get_inputs()}
-    return lambda: session.run(None, feeds)
-
-
-def measure_config(job: dict[str, Any]) -> dict[str, Any]:
-    """Time one configuration in this process and report its peak memory. Meant for a fresh process
-    (`measure_isolated`); job keys: spec, device, particles, batch, threads, backend, precision,
-    warmup, repeats, time_budget_s, impl, chunk_rows, tune_allocator, seed, onnx_path."""
-    kind = device_kind(job["device"])
-    rss = _RssPeak() if kind == "cpu" else None  # before anything of this configuration exists
-    if job["tune_allocator"]:
-        tune_allocator()
-    dev = torch.device(job["device"])
-    torch.set_num_threads(resolve_threads(job["threads"]) if kind == "cpu" else 1)
-    threads = torch.get_num_threads()
-    if kind == "cuda":
-        torch.cuda.set_device(dev)
-    spec = ModelSpec.from_dict(job["spec"])
-    backend, precision = job["backend"], job["precision"]
-    x, mask = random_jets(spec, job["batch"], dev, job["seed"])
-    with contextlib.ExitStack() as stack:
-        if backend == "onnxruntime":
-            step = _onnxruntime_step(job["onnx_path"], x, mask, threads, kind)
-        else:
-            torch.manual_seed(job["seed"])
-            model = build_model(spec, impl=job["impl"]).to(dev).eval()
-            if job["chunk_rows"] is not None:
-                model.inference_chunk_rows = job["chunk_rows"]
-            stack.enter_context(torch.inference_mode())
-            if precision == "bf16":  # graphs must not hold autocast's cast cache from outside their pool
-                stack.enter_context(torch.autocast(kind, dtype=torch.bfloat16, cache_enabled=backend != "cudagraph"))
-            if kind == "cuda":
-                torch.cuda.reset_peak_memory_stats(dev)
-            if backend == "cudagraph":
-                step = _capture_graph(model, x, mask, job["warmup"], dev)
-            else:
-                run = torch.compile(model) if backend == "compile" else model
-                step = lambda: run(x, mask)  # noqa: E731
-        # a compiled model's peak is taken after compiling (its warm-up), not over the compiler's work
-        reset = (lambda: torch.cuda.reset_peak_memory_stats(dev)) if kind == "cuda" and backend == "compile" else None
-        times = _time_passes(step, dev, job["warmup"], job["repeats"], job["time_budget_s"], after_warmup=reset)
-    if backend == "compile" and kind == "cpu":
-        peak = None  # the process's resident set would mostly be the compiler's own memory
-    elif rss is not None:
-        peak = rss.peak_mb()
-    else:
-        peak = None if backend == "onnxruntime" else torch.cuda.max_memory_allocated(dev) / 2**20
-    return {"times_s": times, "threads_used": threads, "peak_memory_mb": peak}
-
-
-def _measure_message(job: dict[str, Any]) -> dict[str, Any]:
-    try:
-        return {"status": "ok", "result": measure_config(job)}
-    except torch.cuda.OutOfMemoryError as err:
-        return {"status": "oom", "message": str(err).splitlines()[0] if str(err) else "CUDA out of memory"}
-    except Exception:  # noqa: BLE001 - reported to the parent, which fails the run
-        return {"status": "error", "message": traceback.format_exc()}
-
-
-def _zygote_main() -> None:
-    """The clean process each configuration is forked from: it has imported torch and salt (so a
-    fork starts in milliseconds) but never runs a model, starts a thread pool or touches CUDA.
-
-    Reads one job per line (JSON) on stdin, forks a child per job, and answers one JSON line per job
-    on its original stdout; everything else anyone prints goes to stderr.
-    """
-    answers = os.fdopen(os.dup(1), "w")
-    os.dup2(2, 1)
-    for line in sys.stdin:
-        job = json.loads(line)
-        read_fd, write_fd = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # the measuring process
-            os.close(read_fd)
-            code = 0
-            try:
-                with os.fdopen(write_fd, "w") as out:
-                    json.dump(_measure_message(job), out)
-            except BaseException:  # noqa: BLE001
-                code = 1
-            finally:
-                os._exit(code)
-        os.close(write_fd)
-        with os.fdopen(read_fd) as result:
-            text = result.read()
-        _, status = os.waitpid(pid, 0)
-        try:
-            message = json.loads(text)
-        except json.JSONDecodeError:
-            message = {"status": "died", "exitcode": os.waitstatus_to_exitcode(status)}
-        answers.write(json.dumps(message) + "\n")
-        answers.flush()
-
-
-class _Zygote:
-    """The parent's handle on the zygote process (started on first use, ended with the parent)."""
-
-    process: subprocess.Popen | None = None
-
-    @classmethod
-    def ask(cls, job: dict[str, Any]) -> dict[str, Any]:
-        if cls.process is None or cls.process.poll() is not None:
-            package_root = str(Path(__file__).resolve().parent.parent)
-            env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [package_root,
-                                                                            os.environ.get("PYTHONPATH")])))
-            cls.process = subprocess.Popen([sys.executable, "-c", "from salt.bench import _zygote_main; _zygote_main()"],
-                                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
-        assert cls.process.stdin is not None and cls.process.stdout is not None
-        try:
-            cls.process.stdin.write(json.dumps(job) + "\n")
-            cls.process.stdin.flush()
-            answer = cls.process.stdout.readline()
-        except BrokenPipeError:
-            answer = ""
-        if not answer:
-            code = cls.process.wait()
-            cls.process = None
-            raise BenchError(f"{describe(job)}: the benchmark's zygote process ended (exit code {code})")
-        return json.loads(answer)
-
-
-def measure_isolated(job: dict[str, Any]) -> tuple[str, Any]:
-    """`measure_config` in a fresh process: ("ok", result), ("oom", message) or ("error", traceback).
-
-    The process is a fork of a clean zygote that has only imported torch: nothing a previous
-    configuration allocated, compiled or cached is in it. Raises BenchError when the process dies
-    without an answer (killed, e.g. out of memory)."""
-    if not hasattr(os, "fork"):
-        return _unisolated(job)
-    message = _Zygote.ask(job)
-    if message["status"] == "died":
-        code = message["exitcode"]
-        why = " (killed: out of memory?)" if code == -9 else ""
-        raise BenchError(f"{describe(job)}: the measuring process ended with exit code {code}{why} and no result")
-    return message["status"], message.get("result", message.get("message"))
-
-
-def _unisolated(job: dict[str, Any]) -> tuple[str, Any]:
-    message = _measure_message(job)  # no fork (not POSIX): measured in this process
-    return message["status"], message.get("result", message.get("message"))
-
-
-def describe(point: dict[str, Any]) -> str:
-    return (f"N={point['particles']} batch={point['batch']} threads={point['threads']} "
-            f"{point['backend']} {point['precision']}")
-
 
 def _percentile(values: Sequence[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q))
 
 
 def result_row(point: dict[str, Any], measured: dict[str, Any], estimate_mb: float) -> dict[str, Any]:
-    """One row of the result file (RESULT_KEYS, then extras) from a measurement."""
+    """One row of the result file (limits.RESULT_KEYS, then extras) from a measurement."""
     times = measured["times_s"]
     median = statistics.median(times)
     batch = point["batch"]
@@ -606,47 +157,6 @@ def result_row(point: dict[str, Any], measured: dict[str, Any], estimate_mb: flo
             "jets_per_s": batch / median, "peak_memory_mb": None if peak is None else round(peak, 2),
             "threads_used": measured["threads_used"], "repeats": len(times),
             "estimated_memory_mb": round(estimate_mb, 2)}
-
-
-def default_memory_budget_mb(device: str) -> float:
-    """8 GiB on a CPU; 80% of the GPU's memory on cuda."""
-    if device_kind(device) == "cuda":
-        index = torch.device(device).index or 0
-        return GPU_BUDGET_SHARE * torch.cuda.get_device_properties(index).total_memory / 2**20
-    return DEFAULT_CPU_BUDGET_GB * 1024
-
-
-def memory_headroom_mb() -> tuple[float, str] | None:
-    """The memory this job may still use, and where the limit comes from: the smaller of the
-    machine's available memory and the headroom of the job's memory cgroup (how SLURM enforces
-    --mem); None when neither is known."""
-    found = []
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                found.append((int(line.split()[1]) / 1024, "available on the machine"))
-    except OSError:
-        pass
-    try:
-        cgroups = Path("/proc/self/cgroup").read_text().splitlines()
-    except OSError:
-        cgroups = []
-    for line in cgroups:
-        _, controllers, path = line.split(":", 2)
-        if controllers == "":  # cgroup v2
-            base, files = Path("/sys/fs/cgroup") / path.lstrip("/"), ("memory.max", "memory.current")
-        elif "memory" in controllers.split(","):
-            base, files = Path("/sys/fs/cgroup/memory") / path.lstrip("/"), ("memory.limit_in_bytes",
-                                                                            "memory.usage_in_bytes")
-        else:
-            continue
-        try:
-            limit, usage = ((base / f).read_text().strip() for f in files)
-        except OSError:
-            continue
-        if limit != "max" and int(limit) < 2**60:
-            found.append(((int(limit) - int(usage)) / 2**20, "left in the job's memory cgroup"))
-    return min(found) if found else None
 
 
 def run_sweep(spec: ModelSpec, *, device: str = "cpu", particles: Sequence[int] = (), batches: Sequence[int] = DEFAULT_BATCHES,
@@ -830,7 +340,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--chunk-rows", type=int, default=None,
                         help="inference slicing in particle rows (default: the model's, 65536; 0 = off)")
     parser.add_argument("--no-tune-allocator", action="store_true",
-                        help="leave glibc's allocator as it is (see salt.bench.tune_allocator)")
+                        help="leave glibc's allocator as it is (see salt.benchmarking.runtime.tune_allocator)")
     parser.add_argument("--output", help="also write the JSON result here (atomically)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     sweep = parser.add_argument_group("pipeline benchmark (--spec mode)")

@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from salt import bench, cli
+from salt.benchmarking import limits, measure
 from salt.models import ModelSpec, build_model
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -26,7 +27,7 @@ QUICK = {"repeats": 2, "warmup": 1, "time_budget_s": 10.0}
 
 TOP_KEYS = {"variant", "dataset", "spec", "device", "device_info", "cost", "results", "skipped", "notes",
             "settings", "provenance"}
-ROW_KEYS = set(bench.RESULT_KEYS) | {"threads_used", "repeats", "estimated_memory_mb"}
+ROW_KEYS = set(limits.RESULT_KEYS) | {"threads_used", "repeats", "estimated_memory_mb"}
 SETTINGS_KEYS = {"particles", "batch_sizes", "threads", "backends", "precisions", "repeats", "warmup",
                  "time_budget_s", "memory_budget_mb", "allocator_tuned", "chunk_rows", "impl", "timing", "memory"}
 
@@ -139,7 +140,7 @@ def test_estimate_counts_one_slice_on_cpu_eager_and_the_whole_batch_elsewhere():
     spec = ModelSpec(model="transformer", particles=1024, classes=5)
     sliced = bench.estimate_memory_mb(spec, 4096, backend="eager", device="cpu")
     whole = bench.estimate_memory_mb(spec, 4096, backend="eager", device="cpu", chunk_rows=0)
-    assert bench.slice_jets(spec, 4096, backend="eager", device="cpu", chunk_rows=None) == 64
+    assert limits.slice_jets(spec, 4096, backend="eager", device="cpu", chunk_rows=None) == 64
     assert whole > 60 * sliced
     # the brief's example: 4096 jets x 4 heads x 1024^2 logits is 64 GiB per copy, far over 8 GiB
     assert whole > 3 * 64 * 1024 and bench.estimate_memory_mb(spec, 4096, backend="onnxruntime") > whole
@@ -153,7 +154,7 @@ def test_onnxruntime_backend_agrees_with_eager(variant, mask, tmp_path):
     spec = ModelSpec(model=variant, particles=21, classes=5, mask=mask)
     path = bench.export_onnx(spec, tmp_path / "m.onnx", seed=5)
     x, m = bench.random_jets(spec, 33, seed=9)  # another batch size than the export's example
-    step = bench._onnxruntime_step(str(path), x, m, 1, "cpu")
+    step = measure._onnxruntime_step(str(path), x, m, 1, "cpu")
     torch.manual_seed(5)
     model = build_model(spec).eval()
     with torch.no_grad():
@@ -246,7 +247,7 @@ def test_cuda_graph_replay_matches_eager(precision):
     with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=precision == "bf16",
                                                 cache_enabled=False):
         expected = model(x, mask).float().clone()
-        step = bench._capture_graph(model, x, mask, 2, dev)
+        step = measure._capture_graph(model, x, mask, 2, dev)
         got = step().float().clone()
     torch.testing.assert_close(got, expected, rtol=1e-3, atol=1e-3)
 

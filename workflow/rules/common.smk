@@ -145,7 +145,9 @@ SRC = {
     "manifest": src("data/shards"),
     "train": src("train", "data/loader") + TRAINING_SRC + MODEL_SRC,
     "evaluate": src("evaluate", "metrics", "data/loader") + MODEL_SRC,
-    "bench": src("bench", "models/cost") + MODEL_SRC,
+    "bench": src("bench", "models/cost")
+    + [str(p) for p in sorted(Path("salt/benchmarking").glob("*.py"))]
+    + MODEL_SRC,
     "report": [str(p) for p in sorted(Path("salt/report").glob("*.py"))] + src("metrics"),
 }
 

@@ -1,0 +1,1 @@
+"""The machinery behind `salt bench`: process settings, limits, measurement and isolation."""

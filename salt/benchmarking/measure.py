@@ -1,0 +1,207 @@
+"""One configuration timed inside the measuring process: eager, torch.compile, CUDA graphs or
+ONNX Runtime, with its peak memory."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import logging
+import os
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from salt.models import ModelSpec, build_model
+from salt.benchmarking.limits import MIN_TIMED_PASSES, device_kind, resolve_threads
+from salt.benchmarking.runtime import random_jets, synchronize, tune_allocator
+
+
+def onnxruntime_missing(kind: str) -> str | None:
+    """Why the onnxruntime backend cannot run here, or None when it can."""
+    try:
+        import onnxruntime
+    except ImportError:
+        return "onnxruntime is not installed (pip install onnxruntime, or onnxruntime-gpu for cuda): backend skipped"
+    for module in ("onnx", "onnxscript"):
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            return f"{module} is not installed (needed to export the model to ONNX): backend onnxruntime skipped"
+    if kind == "cuda" and "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+        return ("onnxruntime has no CUDAExecutionProvider here (install onnxruntime-gpu): "
+                "backend onnxruntime skipped on cuda")
+    return None
+
+
+def export_onnx(spec: ModelSpec, path: str | os.PathLike[str], *, seed: int = 0, impl: str = "fused") -> Path:
+    """Write the model (initialised with `seed`, as the eager runs are) to ONNX with a dynamic batch axis."""
+    torch.manual_seed(seed)
+    model = build_model(spec, impl=impl).eval()
+    x, mask = random_jets(spec, 2)
+    args = (x, mask) if spec.mask else (x,)
+    batch = torch.export.Dim("batch")
+    quiet = [logging.getLogger(name) for name in ("torch.onnx", "torch.export", "torch._dynamo", "onnxscript")]
+    levels = [logger.level for logger in quiet]
+    for logger in quiet:
+        logger.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(sys.stderr), warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # the exporter's own deprecations, not ours
+            torch.onnx.export(model, args, str(path), dynamo=True, dynamic_shapes=tuple({0: batch} for _ in args),
+                              verbose=False)
+    finally:
+        for logger, level in zip(quiet, levels):
+            logger.setLevel(level)
+    return Path(path)
+
+
+# --- what runs inside the measuring process ----------------------------------------------
+
+def _proc_status() -> dict[str, int]:
+    """Memory lines of /proc/self/status, in kB."""
+    out = {}
+    with open("/proc/self/status") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            if key in ("VmRSS", "VmHWM", "RssFile"):
+                out[key] = int(value.split()[0])
+    return out
+
+
+class _RssPeak:
+    """The peak resident set of this process from now on, above its present one (Linux)."""
+
+    def __init__(self) -> None:
+        try:
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")  # reset VmHWM to the present resident set
+            start = _proc_status()
+            self.rss0, self.file0 = start["VmRSS"], start.get("RssFile", 0)
+            self.ok = True
+        except (OSError, KeyError):
+            self.ok = False
+
+    def peak_mb(self) -> float | None:
+        if not self.ok:
+            return None
+        now = _proc_status()
+        code = max(0, now.get("RssFile", 0) - self.file0)  # shared library pages first touched
+        return max(0, now["VmHWM"] - self.rss0 - code) / 1024
+
+
+def _time_passes(step: Callable[[], Any], device: torch.device, warmup: int, repeats: int,
+                 time_budget_s: float, after_warmup: Callable[[], None] | None = None) -> list[float]:
+    """Seconds per pass after `warmup` untimed passes; stops early (after MIN_TIMED_PASSES) once the
+    timed passes have taken `time_budget_s`."""
+    for _ in range(warmup):
+        step()
+    synchronize(device)
+    if after_warmup is not None:
+        after_warmup()
+    cuda = device.type == "cuda"
+    if cuda:
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    times: list[float] = []
+    while len(times) < repeats:
+        if cuda:
+            torch.cuda.synchronize(device)
+            start.record()
+            step()
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end) / 1e3)
+        else:
+            t0 = time.perf_counter()
+            step()
+            times.append(time.perf_counter() - t0)
+        if sum(times) > time_budget_s and len(times) >= min(MIN_TIMED_PASSES, repeats):
+            break
+    return times
+
+
+def _capture_graph(model: torch.nn.Module, x: torch.Tensor, mask: torch.Tensor, warmup: int,
+                   device: torch.device) -> Callable[[], Any]:
+    """A CUDA graph of one forward pass on static inputs (warmed up on a side stream, as capture
+    requires); the step replays it and returns its output."""
+    side = torch.cuda.Stream(device)
+    side.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(side):
+        for _ in range(max(1, warmup)):
+            model(x, mask)
+    torch.cuda.current_stream(device).wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = model(x, mask)
+
+    def replay() -> torch.Tensor:
+        graph.replay()
+        return out  # the graph's static output, refreshed by the replay
+
+    return replay
+
+
+def _onnxruntime_step(path: str, x: torch.Tensor, mask: torch.Tensor, threads: int, kind: str
+                      ) -> Callable[[], Any]:
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+    providers = ["CUDAExecutionProvider"] if kind == "cuda" else ["CPUExecutionProvider"]
+    session = onnxruntime.InferenceSession(path, options, providers=providers)
+    arrays = {"x": x.cpu().numpy(), "mask": mask.cpu().numpy()}
+    feeds = {i.name: arrays[i.name] for i in session.get_inputs()}
+    return lambda: session.run(None, feeds)
+
+
+def measure_config(job: dict[str, Any]) -> dict[str, Any]:
+    """Time one configuration in this process and report its peak memory. Meant for a fresh process
+    (`measure_isolated`); job keys: spec, device, particles, batch, threads, backend, precision,
+    warmup, repeats, time_budget_s, impl, chunk_rows, tune_allocator, seed, onnx_path."""
+    kind = device_kind(job["device"])
+    rss = _RssPeak() if kind == "cpu" else None  # before anything of this configuration exists
+    if job["tune_allocator"]:
+        tune_allocator()
+    dev = torch.device(job["device"])
+    torch.set_num_threads(resolve_threads(job["threads"]) if kind == "cpu" else 1)
+    threads = torch.get_num_threads()
+    if kind == "cuda":
+        torch.cuda.set_device(dev)
+    spec = ModelSpec.from_dict(job["spec"])
+    backend, precision = job["backend"], job["precision"]
+    x, mask = random_jets(spec, job["batch"], dev, job["seed"])
+    with contextlib.ExitStack() as stack:
+        if backend == "onnxruntime":
+            step = _onnxruntime_step(job["onnx_path"], x, mask, threads, kind)
+        else:
+            torch.manual_seed(job["seed"])
+            model = build_model(spec, impl=job["impl"]).to(dev).eval()
+            if job["chunk_rows"] is not None:
+                model.inference_chunk_rows = job["chunk_rows"]
+            stack.enter_context(torch.inference_mode())
+            if precision == "bf16":  # graphs must not hold autocast's cast cache from outside their pool
+                stack.enter_context(torch.autocast(kind, dtype=torch.bfloat16, cache_enabled=backend != "cudagraph"))
+            if kind == "cuda":
+                torch.cuda.reset_peak_memory_stats(dev)
+            if backend == "cudagraph":
+                step = _capture_graph(model, x, mask, job["warmup"], dev)
+            else:
+                run = torch.compile(model) if backend == "compile" else model
+                step = lambda: run(x, mask)  # noqa: E731
+        # a compiled model's peak is taken after compiling (its warm-up), not over the compiler's work
+        reset = (lambda: torch.cuda.reset_peak_memory_stats(dev)) if kind == "cuda" and backend == "compile" else None
+        times = _time_passes(step, dev, job["warmup"], job["repeats"], job["time_budget_s"], after_warmup=reset)
+    if backend == "compile" and kind == "cpu":
+        peak = None  # the process's resident set would mostly be the compiler's own memory
+    elif rss is not None:
+        peak = rss.peak_mb()
+    else:
+        peak = None if backend == "onnxruntime" else torch.cuda.max_memory_allocated(dev) / 2**20
+    return {"times_s": times, "threads_used": threads, "peak_memory_mb": peak}
