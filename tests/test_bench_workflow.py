@@ -7,9 +7,7 @@ The bench rule needs no data (random jets, fresh weights), so its jobs run on th
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,30 +15,16 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from workflowrun import ROOT, copy_workflow, snakemake, tiny_config
 
-ROOT = Path(__file__).resolve().parent.parent
-TINY = ROOT / "tests/data/config.tiny.yaml"
 
 pytestmark = [pytest.mark.workflow, pytest.mark.slow]
 
 
 def workflow_copy(dest: Path, **bench) -> Path:
-    for name in ("Snakefile", "workflow", "profiles", "salt"):
-        src = ROOT / name
-        if src.is_dir():
-            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy2(src, dest / name)
-    config = yaml.safe_load(TINY.read_text())
+    config = tiny_config()
     config["bench"].update(bench)
-    (dest / "config.yaml").write_text(yaml.safe_dump(config))
-    return dest
-
-
-def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
-    return subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=workdir, env=env,
-                          capture_output=True, text=True, timeout=600)
+    return copy_workflow(dest, config)
 
 
 def job_blocks(dry_run_output: str) -> list[str]:
@@ -50,7 +34,7 @@ def job_blocks(dry_run_output: str) -> list[str]:
 def test_bench_rule_writes_the_result_file(tmp_path):
     work = workflow_copy(tmp_path)
     target = "results/bench/cpu/pythia/salt.json"
-    proc = snakemake(work, "-c2", target)
+    proc = snakemake(work, target, check=False)
     assert proc.returncode == 0, proc.stderr[-5000:] + (work / "logs/bench/cpu/pythia/salt.log").read_text()[-3000:]
     doc = json.loads((work / target).read_text())
     assert (doc["variant"], doc["dataset"], doc["device"]) == ("salt", "pythia", "cpu")
@@ -64,7 +48,7 @@ def test_bench_rule_writes_the_result_file(tmp_path):
 
 def test_bench_jobs_run_alone_locally_and_only_cuda_jobs_ask_for_a_gpu(tmp_path):
     work = workflow_copy(tmp_path, devices=["cpu", "cuda"])
-    proc = snakemake(work, "-n", "-c2", "results/bench/cpu/pythia/salt.json", "results/bench/cuda/pythia/salt.json")
+    proc = snakemake(work, "-n", "results/bench/cpu/pythia/salt.json", "results/bench/cuda/pythia/salt.json", check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     blocks = job_blocks(proc.stdout)
     assert len(blocks) == 2
@@ -78,7 +62,7 @@ def test_bench_jobs_run_alone_locally_and_only_cuda_jobs_ask_for_a_gpu(tmp_path)
 def test_cuda_bench_job_fails_without_a_gpu(tmp_path):
     work = workflow_copy(tmp_path, devices=["cuda"])
     target = "results/bench/cuda/pythia/salt.json"
-    proc = snakemake(work, "-c2", target)
+    proc = snakemake(work, target, check=False)
     assert proc.returncode != 0
     assert not (work / target).exists()
     log = (work / "logs/bench/cuda/pythia/salt.log").read_text()
@@ -88,7 +72,7 @@ def test_cuda_bench_job_fails_without_a_gpu(tmp_path):
 def test_latency_script_prints_the_table(tmp_path):
     """benchmarks/latency.py on the tiny config: one table row per (variant, backend, N), and the
     result files in the bench rule's format."""
-    config = yaml.safe_load(TINY.read_text())
+    config = tiny_config()
     config["bench"].update(repeats=2, warmup=1, backends={"cpu": ["eager"]})
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks/latency.py"), "--config", str(tmp_path / "config.yaml"),

@@ -23,6 +23,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
+from workflowrun import copy_workflow
 
 ROOT = Path(__file__).resolve().parent.parent
 UP, DOWN = ROOT / "tests/slurm/up.sh", ROOT / "tests/slurm/down.sh"
@@ -93,18 +94,6 @@ def local_slurm():
             assert down.returncode == 0, f"tests/slurm/down.sh failed:\n{down.stdout}\n{down.stderr}"
 
 
-def copy_workflow(source: Path, dest: Path) -> Path:
-    """Copy the parts of the repository that a run needs into `dest`."""
-    for part in WORKFLOW_PARTS:
-        src = source / part
-        if src.is_dir():
-            shutil.copytree(src, dest / part, ignore=shutil.ignore_patterns("__pycache__", ".snakemake"))
-        elif src.exists():
-            (dest / part).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest / part)
-    return dest
-
-
 def snakemake_env() -> dict[str, str]:
     """The submitting environment, which sbatch --export=ALL hands to every job: this venv's bin
     first on PATH, so jobs run `python -m snakemake` and the rules' `salt` from the same venv."""
@@ -153,7 +142,7 @@ def check_run_on_slurm(source: Path, workdir: Path, configfile: str = TINY) -> N
     dry run has nothing to do."""
     assert (source / "Snakefile").is_file(), f"no Snakefile in {source}"
     assert (source / configfile).is_file(), f"missing {source / configfile}"
-    copy_workflow(source, workdir)
+    copy_workflow(workdir, config=None, parts=WORKFLOW_PARTS, root=source)
     args = ("--profile", "profiles/slurm-ci", "--configfile", configfile)
     since = datetime.now() - timedelta(seconds=5)
 

@@ -9,10 +9,7 @@ train rule with its config schema, on shards written by the test (no data rules)
 from __future__ import annotations
 
 import csv
-import os
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -20,12 +17,13 @@ import torch
 import yaml
 
 from jetshards import write_dataset
+from workflowrun import ROOT, copy_workflow, snakemake_env, tiny_config
+from workflowrun import snakemake as run
 from salt.models import load_model
 from salt.train import train
 from salt.training.settings import TrainSettings
 from salt.training.signals import SIGNAL_HOOK_ENV
 
-ROOT = Path(__file__).resolve().parent.parent
 MODEL = "results/models/pythia/salt/kt/seed1/model.pt"
 SNAKEFILE = """\
 from snakemake.utils import validate
@@ -38,23 +36,17 @@ include: "workflow/rules/train.smk"
 
 def make_workflow(work: Path, train_only: bool = False, **train) -> Path:
     """The workflow in `work`: the real Snakefile, or one with only the train rule (shards as plain inputs)."""
-    shutil.copytree(ROOT / "workflow", work / "workflow")
-    shutil.copytree(ROOT / "salt", work / "salt", ignore=shutil.ignore_patterns("__pycache__"))
-    if train_only:
-        (work / "Snakefile").write_text(SNAKEFILE)
-    else:
-        shutil.copy2(ROOT / "Snakefile", work / "Snakefile")
-    config = yaml.safe_load((ROOT / "tests/data/config.tiny.yaml").read_text())
+    config = tiny_config()
     config["runs"] = [{"variants": ["salt", "transformer"], "sorts": ["kt"]}]
     config["train"] = {"schedule": [[16, 3]], "loader": "memory"} | train
-    (work / "config.yaml").write_text(yaml.safe_dump(config))
+    copy_workflow(work, config, parts=("workflow", "salt") if train_only else ("Snakefile", "workflow", "salt"))
+    if train_only:
+        (work / "Snakefile").write_text(SNAKEFILE)
     return work
 
 
 def snakemake(work: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", **env)
-    return subprocess.run([sys.executable, "-m", "snakemake", "-c1", *args], cwd=work, env=env,
-                          capture_output=True, text=True, timeout=600)
+    return run(work, *args, cores=1, check=False, env=snakemake_env(**env), timeout=600)
 
 
 def test_schedules_are_chosen_per_variant_and_only_that_variant_reruns(tmp_path):

@@ -13,10 +13,8 @@ wrong and leave nothing that looks finished.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import re
-import tarfile
 from collections import Counter
 from pathlib import Path
 
@@ -33,7 +31,7 @@ from formats import (
     write_tar,
 )
 from httpserver import LoopbackServer
-from test_workflow import ROOT, copy_workflow, snakemake
+from workflowrun import ROOT, copy_workflow, snakemake
 
 from salt.data import download as downloads
 from salt.data.kinematics import POINT_SORTS
