@@ -113,3 +113,25 @@ def test_wrap_phi_keeps_values_inside_exact_and_takes_awkward():
     jagged = ak.Array([[0.1, 4.0], [-4.0]])
     out = wrap_phi(jagged)
     np.testing.assert_allclose(ak.to_numpy(ak.flatten(out)), [0.1, 4.0 - 2 * np.pi, -4.0 + 2 * np.pi])
+
+
+def test_required_fields_are_enough_for_every_feature_and_sort():
+    from salt.data.kinematics import JET_SORTS, _FEATURES, required_fields
+
+    rng = np.random.default_rng(0)
+    counts = rng.integers(1, 9, size=12)
+    cols = [ak.unflatten(rng.uniform(0.5, 2.0, counts.sum()).astype(np.float32), counts)] + \
+        [ak.unflatten(rng.normal(0, 0.3, counts.sum()).astype(np.float32), counts) for _ in range(2)]
+    full = make_record(*cols)
+    for name in _FEATURES:
+        for sort in JET_SORTS:
+            need = required_fields([name], sort)
+            part = Record(particles=full.particles[list(need)], jets=full.jets, labels=full.labels,
+                          class_names=full.class_names, source="partial")
+            part.validate(need)
+            expect = sort_and_pad(full, [name], sort, 6)
+            got = sort_and_pad(part, [name], sort, 6)
+            for a, b in zip(expect, got, strict=True):
+                np.testing.assert_array_equal(a, b, err_msg=f"{name} sorted by {sort}")
+    # a field that is not derived is its own requirement; the sort's fields come after
+    assert required_fields(["charge", "pt"], "deltaR") == ("charge", "pt", "deta", "dphi")

@@ -204,3 +204,27 @@ def test_download_extract_read_chain(http_server, tmp_path):
                                                                     "val_5M/ZJetsToNuNu_120.root"]
     recs = {p.name: jetclass.read(p) for p in files}
     assert set(recs["TTBar_120.root"].labels) == {8} and set(recs["ZJetsToNuNu_120.root"].labels) == {0}
+
+
+def test_fields_read_only_the_branches_they_need(tmp_path, root_file):
+    full = jetclass.read(root_file)
+    part = jetclass.read(root_file, fields=("pt", "deta", "dphi"))
+    assert sorted(part.particles.fields) == ["deta", "dphi", "pt"]
+    for name in part.particles.fields:
+        np.testing.assert_array_equal(ak.flatten(part.particles[name]), ak.flatten(full.particles[name]))
+    # a file without part_pz / part_energy serves (pt, deta, dphi) but not eta
+    path = _write_modified(tmp_path, "nopz.root", lambda b: (b.pop("part_pz"), b.pop("part_energy")))
+    records = list(jetclass.iter_records(path, step=15, fields=("pt", "deta", "dphi", "phi")))
+    assert [len(r) for r in records] == [15, 15, 10]
+    with pytest.raises(RecordError, match=r"nopz.root: tree 'tree' lacks branches \['part_pz'\]"):
+        jetclass.read(path, fields=("eta",))
+
+
+def test_fields_do_not_hide_bad_values_in_what_is_read(tmp_path):
+    def nan(b):
+        flat = ak.flatten(b["part_dphi"]).to_numpy().copy()
+        flat[int(ak.sum(ak.num(b["part_dphi"])[:9]))] = np.inf
+        b["part_dphi"] = ak.unflatten(flat, ak.num(b["part_dphi"]))
+    path = _write_modified(tmp_path, "infdphi.root", nan)
+    with pytest.raises(RecordError, match=r"infdphi.root: entry 9: non-finite value in particle field 'dphi'"):
+        jetclass.read(path, fields=("dphi",))

@@ -24,7 +24,7 @@ import numpy as np
 from tqdm import tqdm
 
 from salt.data import sources
-from salt.data.kinematics import sort_and_pad
+from salt.data.kinematics import required_fields, sort_and_pad
 from salt.data.record import KINDS, Record, RecordError
 from salt.data.shards import SPLITS, ShardError, ShardWriter
 
@@ -73,6 +73,7 @@ def preprocess(source: str, inputs: Sequence[str | Path], outputs: dict[str, str
         raise ValueError(f"outputs for splits {missing} missing")
     reader = sources.get(source)
     options = reader_options(source, options)
+    fields = required_fields(features, sort)
     first: Record | None = None
     writers: dict[str, ShardWriter] = {}
     counts = {s: 0 for s in SPLITS}
@@ -81,8 +82,8 @@ def preprocess(source: str, inputs: Sequence[str | Path], outputs: dict[str, str
         for path in inputs:
             rng = split_rng(seed, path)
             bar = tqdm(desc=Path(path).name, unit="jets", disable=not progress, mininterval=2)
-            for rec in reader.iter_records(path, step=step, **options):
-                rec.validate()
+            for rec in reader.iter_records(path, step=step, fields=fields, **options):
+                rec.validate(fields)
                 if first is None:
                     first = rec
                     expected = (config or {}).get("classes")

@@ -8,12 +8,14 @@ shards. Keeping the record jagged (awkward) lets the whole chain stay vectorised
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import awkward as ak
 import numpy as np
 
-# Per-particle fields a jet source must provide (float32, physical units, GeV / rad):
+# Per-particle fields a jet source provides (float32, physical units, GeV / rad), all of them
+# unless it was asked for fewer:
 #   deta is eta_particle - eta_jet with its true sign; dphi is wrapped into [-pi, pi).
 JET_PARTICLE_FIELDS = ("px", "py", "pz", "energy", "pt", "eta", "phi", "deta", "dphi")
 # Per-jet arrays a jet source must provide.
@@ -52,11 +54,16 @@ class Record:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def validate(self) -> "Record":
-        """Check the contract; raise RecordError naming file and entry on the first violation."""
+    def validate(self, fields: Sequence[str] | None = None) -> "Record":
+        """Check the contract; raise RecordError naming file and entry on the first violation.
+
+        `fields`: the particle fields the record must hold and that must be finite (default:
+        every field of its kind). A reader asked for fewer fields reads fewer branches."""
         if self.kind not in KINDS:
             raise RecordError(f"{self.source}: unknown record kind {self.kind!r}; expected one of {sorted(KINDS)}")
         particle_fields, object_fields = KINDS[self.kind]
+        if fields is not None:
+            particle_fields = tuple(fields)
         n = len(self.labels)
         if len(self.particles) != n:
             raise RecordError(f"{self.source}: {len(self.particles)} particle lists for {n} labels")

@@ -1,8 +1,9 @@
 """Dataset sources: one module per dataset, each turning raw files into `Record`s.
 
-A source module provides ``iter_records(path, *, step, **options)`` yielding
+A source module provides ``iter_records(path, *, step, fields, **options)`` yielding
 `salt.data.record.Record` objects of at most `step` objects each, so that
-preprocessing never holds a whole raw file in memory.
+preprocessing never holds a whole raw file in memory. `fields` names the particle
+fields the caller needs (None: all); a source may return more, never fewer.
 """
 
 from __future__ import annotations

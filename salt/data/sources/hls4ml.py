@@ -60,8 +60,12 @@ def read(path: str | os.PathLike[str], entry_start: int | None = None, entry_sto
 
 
 def iter_records(path: str | os.PathLike[str], step: int = DEFAULT_STEP, entry_start: int | None = None,
-                 entry_stop: int | None = None, min_pt: float = MIN_PT) -> Iterator[Record]:
-    """Records of at most `step` jets (fewer after dropping empty ones), opening the file once."""
+                 entry_stop: int | None = None, min_pt: float = MIN_PT,
+                 fields: Sequence[str] | None = None) -> Iterator[Record]:
+    """Records of at most `step` jets (fewer after dropping empty ones), opening the file once.
+
+    `fields` is accepted for the sources' common signature; every field is returned, because an
+    HLS4ML row holds all 16 columns of a particle and reading fewer saves nothing."""
     if step < 1:
         raise ValueError(f"step must be >= 1, got {step}")
     source = os.fspath(path)

@@ -41,6 +41,12 @@ CLASS_NAMES = JETCLASS_CLASS_NAMES
 
 MOMENTUM_BRANCHES = ("part_px", "part_py", "part_pz", "part_energy")
 PARTICLE_BRANCHES = MOMENTUM_BRANCHES + ("part_deta", "part_dphi")
+# The branches each Record field is computed from: a read asked for some fields reads only these.
+FIELD_BRANCHES: dict[str, tuple[str, ...]] = {
+    "px": ("part_px",), "py": ("part_py",), "pz": ("part_pz",), "energy": ("part_energy",),
+    "pt": ("part_px", "part_py"), "phi": ("part_px", "part_py"), "eta": ("part_px", "part_py", "part_pz"),
+    "deta": ("part_deta",), "dphi": ("part_dphi",),
+}
 JET_BRANCHES = ("jet_pt", "jet_eta", "jet_phi", "jet_energy")
 # Optional per-particle branches (ParT's "kinpid" and "full" inputs); ask for them by name.
 PID_BRANCHES = (
@@ -76,18 +82,21 @@ def read(
     extra_particle_branches: Sequence[str] = (),
     extra_jet_branches: Sequence[str] = (),
     tree: str = TREE,
+    fields: Sequence[str] | None = None,
 ) -> Record:
     """Read jets [entry_start, entry_stop) of `path` into a validated Record.
 
     `class_names` defaults to the label branch names without ``label_``.
     Extra branches keep their name without the ``part_`` / ``jet_`` prefix, cast to float32.
+    `fields`: the kinematic particle fields wanted (default all of JET_PARTICLE_FIELDS); only
+    the branches they need are read, so (pt, deta, dphi) skips part_pz and part_energy.
     Raises RecordError naming the file (and entry) for missing branches, a damaged file,
     non-one-hot labels, non-finite values and jets without particles.
     """
     names = _class_names(label_branches, class_names)
     with _open_tree(path, tree) as t:
         return _read_range(t, os.fspath(path), entry_start, entry_stop, tuple(label_branches), names,
-                           tuple(extra_particle_branches), tuple(extra_jet_branches))
+                           tuple(extra_particle_branches), tuple(extra_jet_branches), _kinematic(fields))
 
 
 def iter_records(
@@ -100,21 +109,23 @@ def iter_records(
     extra_particle_branches: Sequence[str] = (),
     extra_jet_branches: Sequence[str] = (),
     tree: str = TREE,
+    fields: Sequence[str] | None = None,
 ) -> Iterator[Record]:
     """Records of at most `step` jets covering [entry_start, entry_stop), opening the file once."""
     if step < 1:
         raise ValueError(f"step must be >= 1, got {step}")
     names = _class_names(label_branches, class_names)
     source = os.fspath(path)
+    kinematic = _kinematic(fields)
     with _open_tree(path, tree) as t:
         start, stop = _entry_range(source, t.num_entries, entry_start, entry_stop)
         try:
-            bounds = [int(b) for b in t.common_entry_offsets(filter_name=list(PARTICLE_BRANCHES))]
+            bounds = [int(b) for b in t.common_entry_offsets(filter_name=list(_particle_branches(kinematic, ())))]
         except Exception:  # a damaged tree: let _read_range name the problem
             bounds = []
         for lo, hi in entry_ranges(bounds, start, stop, step):
             yield _read_range(t, source, lo, hi, tuple(label_branches), names,
-                              tuple(extra_particle_branches), tuple(extra_jet_branches))
+                              tuple(extra_particle_branches), tuple(extra_jet_branches), kinematic)
 
 
 def entry_ranges(bounds: Sequence[int], start: int, stop: int, step: int) -> list[tuple[int, int]]:
@@ -164,6 +175,20 @@ def _class_names(label_branches: Sequence[str], class_names: Sequence[str] | Non
     return names
 
 
+def _kinematic(fields: Sequence[str] | None) -> tuple[str, ...]:
+    """The kinematic Record fields to compute: those of `fields` this reader derives (extra
+    branches are asked for by name), or all of them. Always at least one, for the counts."""
+    if fields is None:
+        return tuple(FIELD_BRANCHES)
+    wanted = tuple(f for f in FIELD_BRANCHES if f in set(fields))
+    return wanted or ("pt",)
+
+
+def _particle_branches(kinematic: tuple[str, ...], extra: tuple[str, ...]) -> tuple[str, ...]:
+    needed = {b for f in kinematic for b in FIELD_BRANCHES[f]}
+    return tuple(b for b in PARTICLE_BRANCHES if b in needed) + tuple(b for b in extra if b not in PARTICLE_BRANCHES)
+
+
 def _entry_range(source: str, n: int, entry_start: int | None, entry_stop: int | None) -> tuple[int, int]:
     start = 0 if entry_start is None else int(entry_start)
     stop = n if entry_stop is None else min(int(entry_stop), n)
@@ -174,9 +199,10 @@ def _entry_range(source: str, n: int, entry_start: int | None, entry_stop: int |
 
 def _read_range(tree, source: str, entry_start: int | None, entry_stop: int | None,
                 label_branches: tuple[str, ...], class_names: tuple[str, ...],
-                extra_particle: tuple[str, ...], extra_jet: tuple[str, ...]) -> Record:
+                extra_particle: tuple[str, ...], extra_jet: tuple[str, ...],
+                kinematic: tuple[str, ...]) -> Record:
     start, stop = _entry_range(source, tree.num_entries, entry_start, entry_stop)
-    particle_branches = PARTICLE_BRANCHES + tuple(b for b in extra_particle if b not in PARTICLE_BRANCHES)
+    particle_branches = _particle_branches(kinematic, extra_particle)
     jet_branches = JET_BRANCHES + tuple(b for b in extra_jet if b not in JET_BRANCHES)
     wanted = particle_branches + jet_branches + label_branches
     present = set(tree.keys())
@@ -190,30 +216,20 @@ def _read_range(tree, source: str, entry_start: int | None, entry_stop: int | No
                           f"({type(exc).__name__}: {exc})") from exc
 
     where = f"{source}: entries {start}..{stop - 1}"
-    counts = _counts(arrays["part_px"], where, "part_px")
+    first = particle_branches[0]
+    counts = _counts(arrays[first], where, first)
     offsets = np.zeros(len(counts) + 1, dtype=np.int64)
     np.cumsum(counts, out=offsets[1:])
     flat: dict[str, np.ndarray] = {}
     for branch in particle_branches:
-        if branch != "part_px" and not np.array_equal(_counts(arrays[branch], where, branch), counts):
-            raise RecordError(f"{where}: branch {branch!r} has different particle counts from 'part_px'")
+        if branch != first and not np.array_equal(_counts(arrays[branch], where, branch), counts):
+            raise RecordError(f"{where}: branch {branch!r} has different particle counts from {first!r}")
         flat[branch] = np.asarray(ak.flatten(arrays[branch], axis=1), dtype=np.float32)
 
     jets = {b: np.asarray(arrays[b], dtype=np.float64) for b in jet_branches}
     labels = _one_hot_labels(arrays, label_branches, source, start)
 
-    px, py, pz = flat["part_px"], flat["part_py"], flat["part_pz"]
-    jet_eta_per_particle = np.repeat(jets["jet_eta"], counts)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        pt = np.hypot(px, py)
-        fields = {
-            "px": px, "py": py, "pz": pz, "energy": flat["part_energy"],
-            "pt": pt,
-            "eta": np.arcsinh(pz / pt).astype(np.float32),
-            "phi": np.arctan2(py, px),
-            "deta": stored_deta(flat["part_deta"], jet_eta_per_particle).astype(np.float32),
-            "dphi": wrap_phi(flat["part_dphi"]),
-        }
+    fields = _kinematic_fields(flat, jets["jet_eta"], counts, kinematic)
     for branch in particle_branches:
         if branch not in PARTICLE_BRANCHES:
             name = branch.removeprefix("part_")
@@ -240,7 +256,29 @@ def _read_range(tree, source: str, entry_start: int | None, entry_stop: int | No
     record = Record(particles=particles, jets=jet_fields, labels=labels, class_names=class_names,
                     source=source, entry_start=start, kind=KIND,
                     extra={"tree": tree.name, "entry_stop": stop})
-    return record.validate()
+    return record.validate(kinematic)
+
+
+def _kinematic_fields(flat: dict[str, np.ndarray], jet_eta: np.ndarray, counts: np.ndarray,
+                      kinematic: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """The Record fields in `kinematic`, each computed once from the flat branches."""
+    out: dict[str, np.ndarray] = {}
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for name in kinematic:
+            if name in ("px", "py", "pz", "energy"):
+                out[name] = flat[f"part_{name}"]
+            elif name == "pt":
+                out[name] = np.hypot(flat["part_px"], flat["part_py"])
+            elif name == "eta":
+                pt = out["pt"] if "pt" in out else np.hypot(flat["part_px"], flat["part_py"])
+                out[name] = np.arcsinh(flat["part_pz"] / pt).astype(np.float32)
+            elif name == "phi":
+                out[name] = np.arctan2(flat["part_py"], flat["part_px"])
+            elif name == "deta":
+                out[name] = stored_deta(flat["part_deta"], np.repeat(jet_eta, counts)).astype(np.float32)
+            elif name == "dphi":
+                out[name] = wrap_phi(flat["part_dphi"])
+    return out
 
 
 def _counts(array: ak.Array, where: str, branch: str) -> np.ndarray:

@@ -97,8 +97,11 @@ def read(path: str | os.PathLike[str], num_points: int = NUM_POINTS, seed: int =
 
 
 def iter_records(path: str | os.PathLike[str], step: int = DEFAULT_STEP, num_points: int = NUM_POINTS,
-                 seed: int = 0, classes: Sequence[str] | None = None) -> Iterator[Record]:
-    """Records of at most `step` shapes of one class/split folder (or one OFF file)."""
+                 seed: int = 0, classes: Sequence[str] | None = None,
+                 fields: Sequence[str] | None = None) -> Iterator[Record]:
+    """Records of at most `step` shapes of one class/split folder (or one OFF file).
+
+    `fields` is accepted for the sources' common signature: points always carry x, y, z."""
     if step < 1:
         raise ValueError(f"step must be >= 1, got {step}")
     path = Path(path)
