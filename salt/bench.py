@@ -356,7 +356,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="default: fp32 on cpu, fp32 bf16 on cuda (bf16 = autocast)")
     sweep.add_argument("--memory-budget-gb", type=float, default=None,
                        help=f"skip configurations estimated above this (default {DEFAULT_CPU_BUDGET_GB:g} on cpu, "
-                            f"{GPU_BUDGET_SHARE:.0%} of the GPU's memory on cuda)")
+                            f"{GPU_BUDGET_SHARE * 100:.0f}%% of the GPU's memory on cuda)")  # %% : argparse formats help
     sweep.add_argument("--time-budget-s", type=float, default=60.0,
                        help=f"stop timing a configuration after this many seconds of timed passes "
                             f"(at least {MIN_TIMED_PASSES} passes; default 60)")

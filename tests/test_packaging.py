@@ -37,3 +37,15 @@ def test_cli_lists_every_stage():
 
     for stage in ("generate", "preprocess", "train", "evaluate", "bench", "report"):
         assert stage in SUBCOMMANDS
+
+
+def test_every_subcommand_prints_its_help(capsys):
+    import pytest
+
+    from salt.cli import SUBCOMMANDS, main
+
+    for name in [None, *SUBCOMMANDS]:
+        with pytest.raises(SystemExit) as exit_info:
+            main(["--help"] if name is None else [name, "--help"])
+        assert exit_info.value.code == 0, name
+        assert "usage: salt" in capsys.readouterr().out
