@@ -15,7 +15,6 @@ and prints both rates and their ratio (the goal is a loader >= 10x the step).
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 

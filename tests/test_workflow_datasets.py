@@ -35,6 +35,7 @@ from workflowrun import ROOT, copy_workflow, snakemake
 
 from salt.data import download as downloads
 from salt.data.kinematics import POINT_SORTS
+from salt.data.shards import read_shard
 
 pytestmark = [pytest.mark.workflow, pytest.mark.slow]
 
@@ -197,8 +198,8 @@ def test_jetclass_val_tar_to_shards(real_run, served, server):
     assert md5((raw / "archives" / VAL_TAR).read_bytes()) == md5(served[VAL_TAR])
     assert not list(raw.rglob("*.part")) and not list(raw.rglob(".extract-*"))
     assert "md5 OVERRIDDEN" in logs(work, "download", "jetclass")
-    with h5py.File(work / "results/shards/jetclass/kt/train/val_5M-TTBar_120.h5") as f:
-        sv, mask = f["sort_value"][:], f["mask"][:]
+    d = read_shard(work / "results/shards/jetclass/kt/train/val_5M-TTBar_120.h5", fields=("sort_value", "mask"))
+    sv, mask = d["sort_value"], d["mask"]
     assert mask.any(axis=1).all() and np.all(np.diff(np.where(mask, sv, -1.0), axis=1) <= 0)
 
 
@@ -238,8 +239,9 @@ def test_modelnet10_zip_to_shards(real_run):
     assert not list(raw.rglob("__MACOSX")) and len(list(raw.rglob("*.off"))) == 12
     # no published md5: the first download's is pinned beside the archive
     assert (raw / "archives/ModelNet10.zip.md5").read_text().split()[0] == md5((raw / "archives/ModelNet10.zip").read_bytes())
-    with h5py.File(work / "results/shards/modelnet10/radius/test/ModelNet10-chair-test.h5") as f:
-        sv, x, mask = f["sort_value"][:], f["particles"][:], f["mask"][:]
+    d = read_shard(work / "results/shards/modelnet10/radius/test/ModelNet10-chair-test.h5",
+                   fields=("sort_value", "particles", "mask"))
+    sv, x, mask = d["sort_value"], d["particles"], d["mask"]
     assert mask.all() and np.all(np.diff(sv, axis=1) <= 0)
     np.testing.assert_allclose(sv, np.linalg.norm(x, axis=2), rtol=1e-5)
 

@@ -259,17 +259,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(hls4ml: jetConstituentList,jets,jetFeatureNames,particleFeatureNames)")
 
 
+def _h5_slimmer(keep: list[str]) -> Callable[[Path], None]:
+    """An on_member hook keeping only the datasets `keep` of each extracted .h5 file."""
+    from salt.data.sources.hls4ml import slim_h5
+
+    def hook(path: Path) -> None:
+        if path.suffix == ".h5":
+            slim_h5(path, keep)
+    return hook
+
+
 def main(args: argparse.Namespace) -> int:
-    hook = None
-    if args.h5_keep:
-        from salt.data.sources.hls4ml import slim_h5
-
-        keep = [name for name in args.h5_keep.split(",") if name]
-
-        def hook(path: Path) -> None:
-            if path.suffix == ".h5":
-                slim_h5(path, keep)
-
+    hook = _h5_slimmer([name for name in args.h5_keep.split(",") if name]) if args.h5_keep else None
     try:
         files = extract(args.archive, args.output_dir, members_glob=args.members_glob, done=args.done,
                         on_member=hook)

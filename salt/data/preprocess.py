@@ -83,7 +83,6 @@ def preprocess(source: str, inputs: Sequence[str | Path], outputs: dict[str, str
             rng = split_rng(seed, path)
             bar = tqdm(desc=Path(path).name, unit="jets", disable=not progress, mininterval=2)
             for rec in reader.iter_records(path, step=step, fields=fields, **options):
-                rec.validate(fields)
                 if first is None:
                     first = rec
                     expected = (config or {}).get("classes")

@@ -1,7 +1,7 @@
 """Dataset sources: one module per dataset, each turning raw files into `Record`s.
 
 A source module provides ``iter_records(path, *, step, fields, **options)`` yielding
-`salt.data.record.Record` objects of at most `step` objects each, so that
+validated `salt.data.record.Record` objects of at most `step` objects each, so that
 preprocessing never holds a whole raw file in memory. `fields` names the particle
 fields the caller needs (None: all); a source may return more, never fewer.
 """
@@ -13,6 +13,8 @@ from types import ModuleType
 
 import awkward as ak
 import numpy as np
+
+from salt.data.record import RecordError
 
 # source name -> module; "pythia" files are written in the JetClass schema, so one reader serves both.
 SOURCES: dict[str, str] = {
@@ -37,3 +39,13 @@ def jagged_record(offsets: np.ndarray, fields: dict[str, np.ndarray]) -> ak.Arra
     contents = [ak.contents.NumpyArray(np.ascontiguousarray(v, dtype=np.float32)) for v in fields.values()]
     inner = ak.contents.RecordArray(contents, list(fields), length=int(offsets[-1]))
     return ak.Array(ak.contents.ListOffsetArray(ak.index.Index64(np.asarray(offsets, dtype=np.int64)), inner))
+
+
+def entry_range(source: str, n: int, entry_start: int | None, entry_stop: int | None) -> tuple[int, int]:
+    """[entry_start, entry_stop) of a file of `n` objects: None means the file's start or end, a stop
+    past the end is clipped; anything else out of range is a RecordError naming the file."""
+    start = 0 if entry_start is None else int(entry_start)
+    stop = n if entry_stop is None else min(int(entry_stop), n)
+    if start < 0 or start > n or stop < start:
+        raise RecordError(f"{source}: entry range [{entry_start}, {entry_stop}) invalid for a file of {n} entries")
+    return start, stop

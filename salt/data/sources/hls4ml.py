@@ -23,7 +23,7 @@ import numpy as np
 
 from salt.data.record import Record, RecordError
 from salt.data.kinematics import wrap_phi
-from salt.data.sources import jagged_record
+from salt.data.sources import entry_range, jagged_record
 
 KIND = "jet"
 CLASS_NAMES = ("g", "q", "W", "Z", "t")
@@ -71,7 +71,7 @@ def iter_records(path: str | os.PathLike[str], step: int = DEFAULT_STEP, entry_s
     source = os.fspath(path)
     with _open(path) as f:
         n = _datasets(f, source)[0].shape[0]
-        start, stop = _range(source, n, entry_start, entry_stop)
+        start, stop = entry_range(source, n, entry_start, entry_stop)
         for lo in range(start, stop, step):
             yield _read_range(f, source, lo, min(lo + step, stop), min_pt)
 
@@ -134,17 +134,10 @@ def _datasets(f, source: str):
     return const, jets
 
 
-def _range(source: str, n: int, entry_start: int | None, entry_stop: int | None) -> tuple[int, int]:
-    start = 0 if entry_start is None else int(entry_start)
-    stop = n if entry_stop is None else min(int(entry_stop), n)
-    if start < 0 or start > n or stop < start:
-        raise RecordError(f"{source}: entry range [{entry_start}, {entry_stop}) invalid for {n} jets")
-    return start, stop
-
 
 def _read_range(f, source: str, entry_start: int | None, entry_stop: int | None, min_pt: float) -> Record:
     const_ds, jets_ds = _datasets(f, source)
-    start, stop = _range(source, const_ds.shape[0], entry_start, entry_stop)
+    start, stop = entry_range(source, const_ds.shape[0], entry_start, entry_stop)
     try:
         const = const_ds[start:stop, :, : PHI_REL + 1]  # a plain hyperslab; columns 12-15 are unused
         jets = jets_ds[start:stop]

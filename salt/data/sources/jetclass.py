@@ -26,7 +26,7 @@ import uproot
 
 from salt.data.record import Record, RecordError
 from salt.data.kinematics import wrap_phi
-from salt.data.sources import jagged_record
+from salt.data.sources import entry_range, jagged_record
 
 TREE = "tree"
 KIND = "jet"
@@ -118,7 +118,7 @@ def iter_records(
     source = os.fspath(path)
     kinematic = _kinematic(fields)
     with _open_tree(path, tree) as t:
-        start, stop = _entry_range(source, t.num_entries, entry_start, entry_stop)
+        start, stop = entry_range(source, t.num_entries, entry_start, entry_stop)
         try:
             bounds = [int(b) for b in t.common_entry_offsets(filter_name=list(_particle_branches(kinematic, ())))]
         except Exception:  # a damaged tree: let _read_range name the problem
@@ -189,19 +189,12 @@ def _particle_branches(kinematic: tuple[str, ...], extra: tuple[str, ...]) -> tu
     return tuple(b for b in PARTICLE_BRANCHES if b in needed) + tuple(b for b in extra if b not in PARTICLE_BRANCHES)
 
 
-def _entry_range(source: str, n: int, entry_start: int | None, entry_stop: int | None) -> tuple[int, int]:
-    start = 0 if entry_start is None else int(entry_start)
-    stop = n if entry_stop is None else min(int(entry_stop), n)
-    if start < 0 or start > n or stop < start:
-        raise RecordError(f"{source}: entry range [{entry_start}, {entry_stop}) invalid for a tree of {n} entries")
-    return start, stop
-
 
 def _read_range(tree, source: str, entry_start: int | None, entry_stop: int | None,
                 label_branches: tuple[str, ...], class_names: tuple[str, ...],
                 extra_particle: tuple[str, ...], extra_jet: tuple[str, ...],
                 kinematic: tuple[str, ...]) -> Record:
-    start, stop = _entry_range(source, tree.num_entries, entry_start, entry_stop)
+    start, stop = entry_range(source, tree.num_entries, entry_start, entry_stop)
     particle_branches = _particle_branches(kinematic, extra_particle)
     jet_branches = JET_BRANCHES + tuple(b for b in extra_jet if b not in JET_BRANCHES)
     wanted = particle_branches + jet_branches + label_branches
