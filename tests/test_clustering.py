@@ -91,9 +91,10 @@ def test_jets_without_particles_are_refused():
         declustering_positions(np.zeros((4, 2)), np.array([2, 0]))
 
 
-@pytest.mark.parametrize("chunk", [64, 1 << 16])
-def test_orders_agree_with_a_direct_implementation(monkeypatch, chunk):
-    # small chunks exercise the chunking (jets of many widths, several chunks)
+@pytest.mark.parametrize("block, chunk", [(7, 64), (5000, 1 << 16)])
+def test_orders_agree_with_a_direct_implementation(monkeypatch, block, chunk):
+    # small blocks and chunks exercise the blocking (several FastJet calls, jets of many widths)
+    monkeypatch.setattr(clustering, "_CLUSTER_BLOCK", block)
     monkeypatch.setattr(clustering, "_CHUNK_ELEMENTS", chunk)
     rng = np.random.default_rng(7)
     p4, counts = random_jets(rng, 120)

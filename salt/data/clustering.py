@@ -47,22 +47,23 @@ RECLUSTER_R = 1000.0
 _TWO_PI = 2.0 * np.pi
 # fastjet::MaxRap, the rapidity FastJet gives a particle along the beam (pT = 0, E = |pz|)
 _MAX_RAP = 1e5
-# jets x slots per chunk of the tree walks: bounds memory, keeps the arrays in cache
-_CHUNK_ELEMENTS = 1 << 16
+# jets per FastJet call (bounds the memory its histories take) and jets x slots per chunk of the
+# tree rebuilding (keeps its arrays in cache)
+_CLUSTER_BLOCK = 5000
+_CHUNK_ELEMENTS = 1 << 14
 SORTS = ("ca_depth", "lund_kt")
 
 
 class History(NamedTuple):
-    """C/A merges of a chunk of jets, one column per merge t in clustering order (padding: -1 / 0).
+    """C/A merges of jets, one column per merge t in clustering order (padding: -1 / 0). Node ids
+    per jet of n particles: particle k is node k, merge t creates node n + t (FastJet's history
+    indices)."""
 
-    Node ids: particle k is node k; merge t of a chunk with `width` slots creates node width + t
-    (the public `ca_history` renumbers to n + t per jet)."""
-
-    harder: np.ndarray       # (B, width - 1) int64: node id of the harder parent
-    softer: np.ndarray       # (B, width - 1) int64
-    kt: np.ndarray           # (B, width - 1) float64: pT_softer * ΔR(harder, softer)
-    delta: np.ndarray        # (B, width - 1) float64: ΔR(harder, softer)
-    harder_size: np.ndarray  # (B, width - 1) int64: particles in the harder parent
+    harder: np.ndarray       # (jets, merges) int64: node id of the harder parent
+    softer: np.ndarray       # (jets, merges) int64
+    kt: np.ndarray           # (jets, merges) float64: pT_softer * ΔR(harder, softer)
+    delta: np.ndarray        # (jets, merges) float64: ΔR(harder, softer)
+    harder_size: np.ndarray  # (jets, merges) int64: particles in the harder parent
 
 
 def rap_phi(px: np.ndarray, py: np.ndarray, pz: np.ndarray, energy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -105,100 +106,117 @@ def _fastjet_postorder(p4: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, 
     return walk, 2 * offsets[:-1]
 
 
-def _history(walk: np.ndarray, p4: np.ndarray, n: np.ndarray) -> History:
-    """The merges of B jets (sorted by multiplicity, descending) from their post-order walks
-    (B, 2 * width - 1; the beam step is cut off): a stack machine run on all jets at once, where
-    a particle is pushed and a merge pops its two parents. p4 (4, B, width): the particles."""
+def _ranges_sum(rows: np.ndarray, first: np.ndarray, last: np.ndarray, values: np.ndarray, shape: tuple[int, int]
+                ) -> np.ndarray:
+    """Sum of `values` over the walk ranges [first, last] of each row, at every position (B, K)."""
+    batch, length = shape
+    diff = np.bincount(np.concatenate([rows * (length + 1) + first, rows * (length + 1) + last + 1]),
+                       np.concatenate([values, -values]), minlength=batch * (length + 1))
+    return np.cumsum(diff.reshape(batch, length + 1)[:, :length], axis=1)
+
+
+def _trees(walk: np.ndarray, p4: np.ndarray, n: np.ndarray, full: bool = False
+           ) -> tuple[History, np.ndarray, np.ndarray]:
+    """Merge tree and both orders of B jets from their FastJet post-order walks, with no loop over
+    particles: walk (B, K = 2 * width - 1; -1 after a jet's 2n - 1 steps, the beam step cut off),
+    p4 (4, B, width). Returns the History (node ids per jet: particle k, merge t -> n + t) and each
+    particle's position in the ca_depth and lund_kt orders, (B, width) each (padding: width).
+    ΔR and kT are computed for the primary merges only (the orders need no others) unless `full`.
+
+    In a post-order walk every subtree is a contiguous range ending at its root, and the stack
+    height after each step (+1 for a particle, -1 for a merge) tells parents apart: a merge's
+    second parent is the step just before it, its first parent the latest earlier step at the
+    merge's own height. A subtree starts at its leftmost particle (found by pointer doubling),
+    so its four-momentum is a difference of running sums and its size is its length; the two
+    orders are sums over ranges (difference arrays), never a walk down the tree."""
     batch, width = p4.shape[1:]
-    merges = width - 1
-    nodes = width + merges
-    parents = np.full((2, batch, merges), -1, dtype=np.int64)
-    stack = np.zeros((batch, width + 1), dtype=np.int64)
-    sp = np.zeros(batch, dtype=np.int64)
-    walk_live = np.searchsorted(-(2 * n - 1), -np.arange(2 * width - 1), side="left")  # walks longer than k
-    for k in range(2 * width - 1):
-        live = int(walk_live[k])
-        r = np.arange(live)
-        e = walk[:live, k]
-        m = n[:live]
-        leaf = e < m
-        top = sp[:live]
-        first, second = stack[r, top - 1], stack[r, top - 2]
-        stack[r, np.where(leaf, top, top - 2)] = np.where(leaf, e, e - m + width)
-        sp[:live] = np.where(leaf, top + 1, top - 1)
-        merge = ~leaf
-        rows, t = r[merge], e[merge] - m[merge]
-        parents[0, rows, t] = second[merge]
-        parents[1, rows, t] = first[merge]
+    length = walk.shape[1]
+    rows = np.arange(batch)[:, None]
+    pos = np.broadcast_to(np.arange(length), (batch, length))
+    nn = n[:, None]
+    leaf = (walk >= 0) & (walk < nn)
+    merge = walk >= nn
+    height = np.cumsum(leaf.astype(np.int16) - merge.astype(np.int16), axis=1, dtype=np.int16)
+    height[walk < 0] = np.iinfo(np.int16).max
+    by_height = np.argsort(height, axis=1, kind="stable")    # by height, then by position
+    sorted_height = np.take_along_axis(height, by_height, axis=1)
+    previous = np.full((batch, length), -1, dtype=np.int64)   # latest earlier step at the same height
+    np.put_along_axis(previous, by_height[:, 1:],
+                      np.where(sorted_height[:, 1:] == sorted_height[:, :-1], by_height[:, :-1], -1), axis=1)
+    # flat indices from here on: (row, position) -> row * length + position
+    base = rows * length
+    start = np.where(merge, previous, pos) + base
+    start = start.ravel()
+    for _ in range(int(width).bit_length() + 1):
+        start = start[start]
+    start = start.reshape(batch, length) - base
+    size = (pos - start) // 2 + 1
 
-    # four-momentum, size and lowest particle index of every node, parents before children
-    mom = np.zeros((4, batch, nodes))
-    mom[:, :, :width] = p4
-    size = np.ones((batch, nodes), dtype=np.int64)
-    low = np.broadcast_to(np.arange(nodes), (batch, nodes)).copy()
-    merge_live = np.searchsorted(-n, -(np.arange(merges) + 1), side="left")  # jets with n > t + 1
-    for t in range(merges):
-        live = int(merge_live[t])
-        r = np.arange(live)
-        x, y = parents[0, :live, t], parents[1, :live, t]
-        mom[:, r, width + t] = mom[:, r, x] + mom[:, r, y]
-        size[r, width + t] = size[r, x] + size[r, y]
-        low[r, width + t] = np.minimum(low[r, x], low[r, y])
+    # four-momentum of a subtree: its particles' sum, a difference of running sums along the walk
+    leaf_rows, leaf_pos = np.nonzero(leaf)
+    leaf_particle = walk[leaf_rows, leaf_pos]
+    running = np.zeros((4, batch, length + 1))     # column 0: nothing summed yet
+    running[:, leaf_rows, leaf_pos + 1] = p4[:, leaf_rows, leaf_particle]
+    np.cumsum(running, axis=2, out=running)
+    running = running.reshape(4, -1)
+    start_flat = (start + rows * (length + 1)).ravel()
+    end_flat = (pos + 1 + rows * (length + 1)).ravel()
+    leaf_flat = leaf.ravel()
 
-    valid = parents[0] >= 0
-    x, y = np.where(valid, parents[0], 0), np.where(valid, parents[1], 0)
-    mx = np.take_along_axis(mom, x[None], axis=2)
-    my = np.take_along_axis(mom, y[None], axis=2)
-    pt2x, pt2y = mx[0] ** 2 + mx[1] ** 2, my[0] ** 2 + my[1] ** 2
-    x_harder = (pt2x > pt2y) | ((pt2x == pt2y) & (np.take_along_axis(low, x, axis=1) < np.take_along_axis(low, y, axis=1)))
-    rx, fx = rap_phi(*mx)
-    ry, fy = rap_phi(*my)
-    dphi = np.abs(fx - fy)
+    def momentum(r: np.ndarray, k: np.ndarray, components: slice = slice(None)) -> np.ndarray:
+        i = r * length + k
+        out = running[components, end_flat[i]] - running[components, start_flat[i]]
+        single = leaf_flat[i]           # a particle's own four-momentum, exactly
+        out[:, single] = p4[components, r[single], walk[r[single], k[single]]]
+        return out
+
+    # every merge: its parents and which is harder (FastJet's walk puts the parent with the lower
+    # particle index first, so ties go to it); ΔR and kT where they are needed
+    mr, mk = np.nonzero(merge)
+    left, right = previous[mr, mk], mk - 1
+    pxyl, pxyr = momentum(mr, left, slice(0, 2)), momentum(mr, right, slice(0, 2))
+    pt2l, pt2r = pxyl[0] ** 2 + pxyl[1] ** 2, pxyr[0] ** 2 + pxyr[1] ** 2
+    left_harder = pt2l >= pt2r
+    hard = np.where(left_harder, left, right)
+    soft = np.where(left_harder, right, left)
+    t = walk[mr, mk] - n[mr]
+    soft_start = start[mr, soft]
+    softness = _ranges_sum(mr, soft_start, soft, np.ones(len(mr), dtype=np.int64), (batch, length))
+    primary = softness[mr, mk] == 0
+    where = slice(None) if full else primary
+    yl, fl = rap_phi(*momentum(mr[where], left[where]))
+    yr, fr = rap_phi(*momentum(mr[where], right[where]))
+    dphi = np.abs(fl - fr)
     dphi = np.where(dphi > np.pi, _TWO_PI - dphi, dphi)
-    delta = np.where(valid, np.sqrt((rx - ry) ** 2 + dphi * dphi), 0.0)
-    harder = np.where(valid, np.where(x_harder, x, y), -1)
-    softer = np.where(valid, np.where(x_harder, y, x), -1)
-    harder_size = np.where(valid, np.take_along_axis(size, np.maximum(harder, 0), axis=1), 0)
-    return History(harder, softer, np.sqrt(np.minimum(pt2x, pt2y)) * delta, delta, harder_size)
+    delta = np.zeros(len(mr))
+    delta[where] = np.sqrt((yl - yr) ** 2 + dphi * dphi)
+    kt = np.sqrt(np.minimum(pt2l, pt2r)) * delta
 
+    merges = max(width - 1, 0)
+    hist = History(np.full((batch, merges), -1, dtype=np.int64), np.full((batch, merges), -1, dtype=np.int64),
+                   np.zeros((batch, merges)), np.zeros((batch, merges)), np.zeros((batch, merges), dtype=np.int64))
+    hist.harder[mr, t] = walk[mr, hard]
+    hist.softer[mr, t] = walk[mr, soft]
+    hist.kt[mr, t] = kt
+    hist.delta[mr, t] = delta
+    hist.harder_size[mr, t] = size[mr, hard]
 
-def _positions(hist: History, n: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
-    """Each particle's 0-based position in the ca_depth and the lund_kt order, (B, width) each
-    (padding slots: width); walks the tree top down, root first, one merge column at a time."""
-    batch = len(n)
-    nodes = 2 * width - 1 if width else 0
-    offset = np.zeros((batch, nodes), dtype=np.int64)
-    primary = np.ones((batch, nodes), dtype=bool)
-    group_kt = np.full((batch, nodes), np.inf)
-    group_t = np.full((batch, nodes), width, dtype=np.int64)
-    live_at = np.searchsorted(-n, -(np.arange(max(width - 1, 0)) + 1), side="left")
-    for t in range(width - 2, -1, -1):
-        live = int(live_at[t])
-        if live == 0:
-            continue
-        r = np.arange(live)
-        parent = width + t
-        h, s = hist.harder[:live, t], hist.softer[:live, t]
-        o = offset[:live, parent]
-        offset[r, h] = o
-        offset[r, s] = o + hist.harder_size[:live, t]
-        p = primary[:live, parent]
-        primary[r, h] = p
-        primary[r, s] = False
-        gk, gt = group_kt[:live, parent], group_t[:live, parent]
-        group_kt[r, h], group_t[r, h] = gk, gt
-        group_kt[r, s] = np.where(p, hist.kt[:live, t], gk)
-        group_t[r, s] = np.where(p, t, gt)
-    pad = np.arange(width)[None, :] >= n[:, None]
-    depth = offset[:, :width]
-    depth[pad] = width
-    kt = group_kt[:, :width]
-    kt[pad] = -np.inf
-    order = np.lexsort((depth, -group_t[:, :width], -kt), axis=1)
+    # ca_depth: a particle's position is the summed size of the harder siblings of the softer
+    # subtrees it lies in; lund_kt: particles in the softer subtree of a primary merge (a merge
+    # in no softer subtree) form that merge's group
+    depth = _ranges_sum(mr, soft_start, soft, size[mr, hard], (batch, length))
+    group = _ranges_sum(mr[primary], soft_start[primary], soft[primary], t[primary] + 1, (batch, length))
+    out_depth = np.full((batch, width), width, dtype=np.int64)
+    out_depth[leaf_rows, leaf_particle] = depth[leaf_rows, leaf_pos].astype(np.int64)
+    leaf_group = np.full((batch, width), -1, dtype=np.int64)     # -1: padding, 0: the primary particle
+    leaf_group[leaf_rows, leaf_particle] = group[leaf_rows, leaf_pos].astype(np.int64)
+    group_kt = np.where(leaf_group > 0, np.take_along_axis(hist.kt, np.maximum(leaf_group - 1, 0), axis=1)
+                        if merges else 0.0, np.where(leaf_group == 0, np.inf, -np.inf))
+    order = np.lexsort((out_depth, -leaf_group, -group_kt), axis=1)
     lund = np.empty_like(order)
-    np.put_along_axis(lund, order, np.arange(width)[None, :], axis=1)
-    lund[pad] = width
-    return depth, lund
+    np.put_along_axis(lund, order, np.broadcast_to(np.arange(width), (batch, width)), axis=1)
+    lund[leaf_group < 0] = width
+    return hist, out_depth, lund
 
 
 def _flat_starts(counts: np.ndarray) -> np.ndarray:
@@ -218,27 +236,34 @@ def _padded(flat: np.ndarray, starts: np.ndarray, n: np.ndarray, width: int, fil
     return out, index[real]
 
 
-def _chunk_histories(p4: np.ndarray, counts: np.ndarray
-                     ) -> Iterator[tuple[np.ndarray, np.ndarray, int, np.ndarray, History]]:
-    """Cluster all jets, then rebuild their trees chunk by chunk: jets sorted by multiplicity
-    (descending, so the jets still active at a step are a prefix), padded to the chunk's largest.
-    Yields (jet indices, multiplicities, width, flat index of every real slot, History)."""
+def _chunk_trees(p4: np.ndarray, counts: np.ndarray, full: bool = False
+                 ) -> Iterator[tuple[np.ndarray, np.ndarray, History, np.ndarray, np.ndarray]]:
+    """Cluster the jets block by block (FastJet keeps every jet's history until the block is
+    done, ~10 kB a jet), then rebuild their trees chunk by chunk: jets sorted by multiplicity,
+    so each chunk's padding is small. Yields (jet indices, flat index of every real slot,
+    History, ca_depth positions, lund_kt positions), the last three as `_trees(..., full)`."""
     counts = np.asarray(counts, dtype=np.int64)
     if len(counts) and counts.min() < 1:
         raise ValueError(f"every jet needs a particle; jet {int(np.argmin(counts))} has none")
     p4 = np.asarray(p4, dtype=np.float64)
-    walk, walk_starts = _fastjet_postorder(p4, counts)
     starts = _flat_starts(counts)
-    order = np.argsort(-counts, kind="stable")
-    first = 0
-    while first < len(order):
-        width = int(counts[order[first]])
-        jets = order[first:first + max(1, _CHUNK_ELEMENTS // width)]
-        first += len(jets)
-        n = counts[jets]
-        padded, flat_index = _padded(p4, starts[jets], n, width)
-        walks, _ = _padded(walk, walk_starts[jets], 2 * n - 1, 2 * width - 1, fill=-1)
-        yield jets, n, width, flat_index, _history(walks, padded, n)
+    for block in range(0, len(counts), _CLUSTER_BLOCK):
+        in_block = slice(block, block + _CLUSTER_BLOCK)
+        first_particle = starts[block]
+        block_counts = counts[in_block]
+        block_starts = starts[in_block] - first_particle
+        block_p4 = p4[:, first_particle:first_particle + block_counts.sum()]
+        walk, walk_starts = _fastjet_postorder(block_p4, block_counts)
+        order = np.argsort(-block_counts, kind="stable")
+        first = 0
+        while first < len(order):
+            width = int(block_counts[order[first]])
+            jets = order[first:first + max(1, _CHUNK_ELEMENTS // width)]
+            first += len(jets)
+            n = block_counts[jets]
+            padded, flat_index = _padded(block_p4, block_starts[jets], n, width)
+            walks, _ = _padded(walk, walk_starts[jets], 2 * n - 1, 2 * width - 1, fill=-1)
+            yield (jets + block, flat_index + first_particle, *_trees(walks, padded, n, full))
 
 
 def declustering_positions(p4: np.ndarray, counts: np.ndarray) -> dict[str, np.ndarray]:
@@ -247,9 +272,8 @@ def declustering_positions(p4: np.ndarray, counts: np.ndarray) -> dict[str, np.n
     p4: (4, total) px, py, pz, E of all particles, jet after jet; counts: particles per jet (>= 1).
     Returns {"ca_depth": positions, "lund_kt": positions}, int64 (total,)."""
     out = {name: np.zeros(np.shape(p4)[1], dtype=np.int64) for name in SORTS}
-    for _, n, width, flat_index, hist in _chunk_histories(p4, counts):
-        depth, lund = _positions(hist, n, width)
-        real = np.arange(width)[None, :] < n[:, None]
+    for _, flat_index, _, depth, lund in _chunk_trees(p4, counts):
+        real = depth < depth.shape[1]
         out["ca_depth"][flat_index] = depth[real]
         out["lund_kt"][flat_index] = lund[real]
     return out
@@ -271,10 +295,7 @@ def ca_history(p4: np.ndarray, counts: np.ndarray) -> History:
     shape = (len(counts), merges)
     out = History(np.full(shape, -1, dtype=np.int64), np.full(shape, -1, dtype=np.int64),
                   np.zeros(shape), np.zeros(shape), np.zeros(shape, dtype=np.int64))
-    for jets, n, width, _, hist in _chunk_histories(p4, counts):
+    for jets, _, hist, _, _ in _chunk_trees(p4, counts, full=True):
         for name in History._fields:
-            values = getattr(hist, name)
-            if name in ("harder", "softer"):
-                values = np.where(values >= width, values - width + n[:, None], values)
-            getattr(out, name)[jets, :width - 1] = values
+            getattr(out, name)[jets, :hist.harder.shape[1]] = getattr(hist, name)
     return out
