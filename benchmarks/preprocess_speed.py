@@ -108,8 +108,8 @@ def phases(path: Path, out: Path, args: argparse.Namespace) -> dict[str, float]:
 
     timed(uproot.TTree, "arrays", "read: uproot (baskets, decompression)")
     timed(Record, "validate", "record validation")
-    timed(clustering, "_fastjet_postorder", "  of which FastJet C/A clustering")
-    timed(clustering, "declustering_positions", "  of which clustering + tree walks")
+    timed(clustering, "declustering_positions", "  of which C/A keys (FastJet + trees)")
+    timed(clustering, "_fastjet_postorder", "    of which FastJet C/A clustering")
     timed(pp, "sort_and_pad", "sort and pad")
     timed(ShardWriter, "append", "shard write (Blosc LZ4)")
     timed(ShardWriter, "__exit__", "shard close")
