@@ -115,13 +115,13 @@ def _ranges_sum(rows: np.ndarray, first: np.ndarray, last: np.ndarray, values: n
     return np.cumsum(diff.reshape(batch, length + 1)[:, :length], axis=1)
 
 
-def _trees(walk: np.ndarray, p4: np.ndarray, n: np.ndarray, full: bool = False
-           ) -> tuple[History, np.ndarray, np.ndarray]:
+def _trees(walk: np.ndarray, p4: np.ndarray, starts: np.ndarray, n: np.ndarray, full: bool = False
+           ) -> tuple[History | None, np.ndarray, np.ndarray]:
     """Merge tree and both orders of B jets from their FastJet post-order walks, with no loop over
     particles: walk (B, K = 2 * width - 1; -1 after a jet's 2n - 1 steps, the beam step cut off),
-    p4 (4, B, width). Returns the History (node ids per jet: particle k, merge t -> n + t) and each
-    particle's position in the ca_depth and lund_kt orders, (B, width) each (padding: width).
-    ΔR and kT are computed for the primary merges only (the orders need no others) unless `full`.
+    p4 (4, total) flat, the jets' particles from `starts` on. Returns the History with `full` (node ids per jet: particle k, merge t ->
+    n + t; else None: the orders need ΔR and kT of the primary merges only) and each particle's
+    position in the ca_depth and lund_kt orders, (B, width) each (padding: width).
 
     In a post-order walk every subtree is a contiguous range ending at its root, and the stack
     height after each step (+1 for a particle, -1 for a merge) tells parents apart: a merge's
@@ -129,8 +129,8 @@ def _trees(walk: np.ndarray, p4: np.ndarray, n: np.ndarray, full: bool = False
     merge's own height. A subtree starts at its leftmost particle (found by pointer doubling),
     so its four-momentum is a difference of running sums and its size is its length; the two
     orders are sums over ranges (difference arrays), never a walk down the tree."""
-    batch, width = p4.shape[1:]
-    length = walk.shape[1]
+    batch, length = walk.shape
+    width = (length + 1) // 2
     rows = np.arange(batch)[:, None]
     pos = np.broadcast_to(np.arange(length), (batch, length))
     nn = n[:, None]
@@ -155,26 +155,26 @@ def _trees(walk: np.ndarray, p4: np.ndarray, n: np.ndarray, full: bool = False
     # four-momentum of a subtree: its particles' sum, a difference of running sums along the walk
     leaf_rows, leaf_pos = np.nonzero(leaf)
     leaf_particle = walk[leaf_rows, leaf_pos]
-    running = np.zeros((4, batch, length + 1))     # column 0: nothing summed yet
-    running[:, leaf_rows, leaf_pos + 1] = p4[:, leaf_rows, leaf_particle]
-    np.cumsum(running, axis=2, out=running)
-    running = running.reshape(4, -1)
+    exact = np.zeros((4, batch, length + 1))       # a particle's four-momentum after its step
+    exact[:, leaf_rows, leaf_pos + 1] = p4[:, starts[leaf_rows] + leaf_particle]
+    running = np.cumsum(exact, axis=2).reshape(4, -1)   # column 0 of a row: nothing summed yet
+    exact = exact.reshape(4, -1)
     start_flat = (start + rows * (length + 1)).ravel()
     end_flat = (pos + 1 + rows * (length + 1)).ravel()
     leaf_flat = leaf.ravel()
 
-    def momentum(r: np.ndarray, k: np.ndarray, components: slice = slice(None)) -> np.ndarray:
-        i = r * length + k
-        out = running[components, end_flat[i]] - running[components, start_flat[i]]
-        single = leaf_flat[i]           # a particle's own four-momentum, exactly
-        out[:, single] = p4[components, r[single], walk[r[single], k[single]]]
-        return out
+    def momentum(i: np.ndarray, components: slice = slice(None)) -> np.ndarray:
+        """Four-momentum (or some components) of the subtrees ending at flat positions i;
+        a particle's own, exactly."""
+        end = end_flat[i]
+        return np.where(leaf_flat[i], exact[components, end], running[components, end] - running[components, start_flat[i]])
 
     # every merge: its parents and which is harder (FastJet's walk puts the parent with the lower
     # particle index first, so ties go to it); ΔR and kT where they are needed
     mr, mk = np.nonzero(merge)
     left, right = previous[mr, mk], mk - 1
-    pxyl, pxyr = momentum(mr, left, slice(0, 2)), momentum(mr, right, slice(0, 2))
+    left_flat, right_flat = mr * length + left, mr * length + right
+    pxyl, pxyr = momentum(left_flat, slice(0, 2)), momentum(right_flat, slice(0, 2))
     pt2l, pt2r = pxyl[0] ** 2 + pxyl[1] ** 2, pxyr[0] ** 2 + pxyr[1] ** 2
     left_harder = pt2l >= pt2r
     hard = np.where(left_harder, left, right)
@@ -184,22 +184,23 @@ def _trees(walk: np.ndarray, p4: np.ndarray, n: np.ndarray, full: bool = False
     softness = _ranges_sum(mr, soft_start, soft, np.ones(len(mr), dtype=np.int64), (batch, length))
     primary = softness[mr, mk] == 0
     where = slice(None) if full else primary
-    yl, fl = rap_phi(*momentum(mr[where], left[where]))
-    yr, fr = rap_phi(*momentum(mr[where], right[where]))
+    yl, fl = rap_phi(*momentum(left_flat[where]))
+    yr, fr = rap_phi(*momentum(right_flat[where]))
     dphi = np.abs(fl - fr)
     dphi = np.where(dphi > np.pi, _TWO_PI - dphi, dphi)
-    delta = np.zeros(len(mr))
-    delta[where] = np.sqrt((yl - yr) ** 2 + dphi * dphi)
-    kt = np.sqrt(np.minimum(pt2l, pt2r)) * delta
-
+    delta = np.sqrt((yl - yr) ** 2 + dphi * dphi)
+    kt = np.sqrt(np.minimum(pt2l[where], pt2r[where])) * delta
     merges = max(width - 1, 0)
-    hist = History(np.full((batch, merges), -1, dtype=np.int64), np.full((batch, merges), -1, dtype=np.int64),
-                   np.zeros((batch, merges)), np.zeros((batch, merges)), np.zeros((batch, merges), dtype=np.int64))
-    hist.harder[mr, t] = walk[mr, hard]
-    hist.softer[mr, t] = walk[mr, soft]
-    hist.kt[mr, t] = kt
-    hist.delta[mr, t] = delta
-    hist.harder_size[mr, t] = size[mr, hard]
+    kt_of_merge = np.zeros((batch, merges))
+    kt_of_merge[mr[where], t[where]] = kt
+    hist = None
+    if full:
+        hist = History(np.full((batch, merges), -1, dtype=np.int64), np.full((batch, merges), -1, dtype=np.int64),
+                       kt_of_merge, np.zeros((batch, merges)), np.zeros((batch, merges), dtype=np.int64))
+        hist.harder[mr, t] = walk[mr, hard]
+        hist.softer[mr, t] = walk[mr, soft]
+        hist.delta[mr, t] = delta
+        hist.harder_size[mr, t] = size[mr, hard]
 
     # ca_depth: a particle's position is the summed size of the harder siblings of the softer
     # subtrees it lies in; lund_kt: particles in the softer subtree of a primary merge (a merge
@@ -210,7 +211,7 @@ def _trees(walk: np.ndarray, p4: np.ndarray, n: np.ndarray, full: bool = False
     out_depth[leaf_rows, leaf_particle] = depth[leaf_rows, leaf_pos].astype(np.int64)
     leaf_group = np.full((batch, width), -1, dtype=np.int64)     # -1: padding, 0: the primary particle
     leaf_group[leaf_rows, leaf_particle] = group[leaf_rows, leaf_pos].astype(np.int64)
-    group_kt = np.where(leaf_group > 0, np.take_along_axis(hist.kt, np.maximum(leaf_group - 1, 0), axis=1)
+    group_kt = np.where(leaf_group > 0, np.take_along_axis(kt_of_merge, np.maximum(leaf_group - 1, 0), axis=1)
                         if merges else 0.0, np.where(leaf_group == 0, np.inf, -np.inf))
     order = np.lexsort((out_depth, -leaf_group, -group_kt), axis=1)
     lund = np.empty_like(order)
@@ -225,19 +226,15 @@ def _flat_starts(counts: np.ndarray) -> np.ndarray:
     return starts
 
 
-def _padded(flat: np.ndarray, starts: np.ndarray, n: np.ndarray, width: int, fill=0) -> tuple[np.ndarray, np.ndarray]:
-    """Gather a chunk's rows from flat arrays into (..., B, width) slots (`fill` on padding), with
-    the flat index of every real slot."""
+def _padded(flat: np.ndarray, starts: np.ndarray, n: np.ndarray, width: int, fill: int) -> np.ndarray:
+    """Rows of a flat array, n[i] values from starts[i], in (B, width) slots (`fill` on padding)."""
     col = np.arange(width)[None, :]
     real = col < n[:, None]
-    index = np.where(real, starts[:, None] + col, 0)
-    out = flat[..., index]
-    out[..., ~real] = fill
-    return out, index[real]
+    return np.where(real, flat[np.where(real, starts[:, None] + col, 0)], fill)
 
 
 def _chunk_trees(p4: np.ndarray, counts: np.ndarray, full: bool = False
-                 ) -> Iterator[tuple[np.ndarray, np.ndarray, History, np.ndarray, np.ndarray]]:
+                 ) -> Iterator[tuple[np.ndarray, np.ndarray, History | None, np.ndarray, np.ndarray]]:
     """Cluster the jets block by block (FastJet keeps every jet's history until the block is
     done, ~10 kB a jet), then rebuild their trees chunk by chunk: jets sorted by multiplicity,
     so each chunk's padding is small. Yields (jet indices, flat index of every real slot,
@@ -261,9 +258,10 @@ def _chunk_trees(p4: np.ndarray, counts: np.ndarray, full: bool = False
             jets = order[first:first + max(1, _CHUNK_ELEMENTS // width)]
             first += len(jets)
             n = block_counts[jets]
-            padded, flat_index = _padded(block_p4, block_starts[jets], n, width)
-            walks, _ = _padded(walk, walk_starts[jets], 2 * n - 1, 2 * width - 1, fill=-1)
-            yield (jets + block, flat_index + first_particle, *_trees(walks, padded, n, full))
+            walks = _padded(walk, walk_starts[jets], 2 * n - 1, 2 * width - 1, fill=-1)
+            col = np.arange(width)[None, :]
+            flat_index = (block_starts[jets][:, None] + col)[col < n[:, None]]
+            yield (jets + block, flat_index + first_particle, *_trees(walks, block_p4, block_starts[jets], n, full))
 
 
 def declustering_positions(p4: np.ndarray, counts: np.ndarray) -> dict[str, np.ndarray]:
