@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from badinput import assert_preprocess_fails
 from formats import qg_arrays, write_qg_npz
 from salt.data import download as dl
-from salt.data.preprocess import preprocess
 from salt.data.record import RecordError
 from salt.data.sources import quarkgluon
 
@@ -64,20 +64,14 @@ def test_bad_jets_name_file_and_entry(tmp_path, arrays, edit, message):
     bad = {k: v.copy() for k, v in arrays.items()}
     edit(bad)
     path = write_qg_npz(tmp_path / "QG_jets_5.npz", bad)
-    outputs = {s: tmp_path / "shards" / s / "QG_jets_5.h5" for s in ("train", "val", "test")}
-    with pytest.raises(RecordError, match=f"{path}: {message}"):
-        preprocess("quarkgluon", [path], outputs, sort="kt", n_particles=16, features=["pt", "deta", "dphi"], step=10)
-    assert not [p for p in tmp_path.rglob("*") if p.is_file() and p != path]  # nothing under a final name
+    assert_preprocess_fails("quarkgluon", path, f"{path}: {message}", step=10)
 
 
 def test_truncated_file_fails_and_preprocessing_leaves_no_shard(tmp_path, npz):
     data = npz.read_bytes()
     cut = tmp_path / "QG_jets_7.npz"
     cut.write_bytes(data[: len(data) * 2 // 3])
-    outputs = {s: tmp_path / "shards" / s / "QG_jets_7.h5" for s in ("train", "val", "test")}
-    with pytest.raises(RecordError, match=rf"{cut}: not a readable npz file"):
-        preprocess("quarkgluon", [cut], outputs, sort="kt", n_particles=16, features=["pt", "deta", "dphi"])
-    assert not [p for p in tmp_path.rglob("*") if p.is_file() and p != cut]
+    assert_preprocess_fails("quarkgluon", cut, rf"{cut}: not a readable npz file")
 
 
 def test_twenty_files_with_their_published_md5s():

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from badinput import assert_preprocess_fails
 from formats import top_frame, write_top_store
 from salt.data import download as dl
-from salt.data.preprocess import preprocess
 from salt.data.record import RecordError
 from salt.data.sources import toptagging
 
@@ -69,10 +69,7 @@ def _broken(tmp_path, frame, edit):
 def test_nan_names_file_and_entry(tmp_path, frame):
     """Found in the second chunk, after the first was written: no shard is left under any name."""
     path = _broken(tmp_path, frame, lambda f: f.__setitem__("PX_1", np.where(np.arange(N) == 11, np.nan, f["PX_1"])))
-    outputs = {s: tmp_path / "shards" / s / "train.h5" for s in ("train", "val", "test")}
-    with pytest.raises(RecordError, match=rf"{path}: entry 11: non-finite"):
-        preprocess("toptagging", [path], outputs, sort="kt", n_particles=16, features=["pt", "deta", "dphi"], step=8)
-    assert not [p for p in tmp_path.rglob("*") if p.is_file() and p != path]
+    assert_preprocess_fails("toptagging", path, rf"{path}: entry 11: non-finite", step=8)
 
 
 def test_nan_in_a_padding_slot_is_not_hidden_as_padding(tmp_path, frame):
@@ -92,12 +89,10 @@ def test_jet_without_particles_names_the_entry(tmp_path, frame):
 
 def test_truncated_store_fails_and_preprocessing_leaves_no_shard(tmp_path, store):
     data = store.read_bytes()
-    cut = tmp_path / "val.h5"
+    cut = tmp_path / "cut" / "val.h5"
+    cut.parent.mkdir()
     cut.write_bytes(data[: len(data) // 2])
-    outputs = {s: tmp_path / "shards" / s / "val.h5" for s in ("train", "val", "test")}
-    with pytest.raises(RecordError, match=rf"{cut}: (not a readable pandas HDF store|cannot read)"):
-        preprocess("toptagging", [cut], outputs, sort="kt", n_particles=16, features=["pt", "deta", "dphi"])
-    assert not [p for p in tmp_path.rglob("*") if p.is_file() and p != cut]
+    assert_preprocess_fails("toptagging", cut, rf"{cut}: (not a readable pandas HDF store|cannot read)")
 
 
 def test_files_are_in_the_download_table():

@@ -235,23 +235,31 @@ BASE_COLUMNS = [Column("variant", "Variant", display=False), Column("model", "Mo
                 Column("n_seeds", "Seeds", "number", 0), Column("test_jets", "Test jets", "number", 0, display=False)]
 
 
+def model_rows(ds: Sequence[Evaluation], defs: Sequence[MetricDef]) -> list[dict[str, Any]]:
+    """One row per (variant, sort) of one dataset's runs: BASE_COLUMNS, the metrics over seeds, and
+    the model's size (params, flops_paper)."""
+    specs = _specs(ds)
+    groups = group(ds, "variant", "sort")
+    rows = []
+    for variant in ordered_variants(specs.items()):
+        for sort in ordered_sorts(s for v, s in groups if v == variant):
+            runs = groups[(variant, sort)]
+            row: dict[str, Any] = {
+                "variant": variant, "model": variant_label(variant, specs[variant]), "sort": _sort_cell(sort),
+                "n_seeds": len(runs), "test_jets": runs[0].metrics.get("n"),
+            }
+            row.update(seed_stats(runs, defs))
+            row.update(params=runs[0].cost.get("params"), flops_paper=runs[0].cost.get("flops_paper"))
+            rows.append(row)
+    return rows
+
+
 def accuracy_tables(evals: Sequence[Evaluation]) -> list[Table]:
     tables = []
     for dataset in ordered_datasets(e.dataset for e in evals):
         ds = [e for e in evals if e.dataset == dataset]
         defs = metric_defs(ds)
-        specs = _specs(ds)
-        groups = group(ds, "variant", "sort")
-        rows = []
-        for variant in ordered_variants(specs.items()):
-            for sort in ordered_sorts(s for v, s in groups if v == variant):
-                runs = groups[(variant, sort)]
-                row: dict[str, Any] = {
-                    "variant": variant, "model": variant_label(variant, specs[variant]), "sort": _sort_cell(sort),
-                    "n_seeds": len(runs), "test_jets": runs[0].metrics.get("n"),
-                }
-                row.update(seed_stats(runs, defs))
-                rows.append(row)
+        rows = model_rows(ds, defs)
         scheme = scheme_of(ds)
         n_particles = ds[0].spec.get("particles")
         tables.append(Table(
@@ -541,16 +549,7 @@ def binary_tables(evals: Sequence[Evaluation]) -> list[Table]:
         if scheme_of(ds) != "binary":
             continue
         defs = binary_defs(ds[0].class_names)
-        specs = _specs(ds)
-        groups = group(ds, "variant", "sort")
-        rows = []
-        for variant in ordered_variants(specs.items()):
-            for sort in ordered_sorts(s for v, s in groups if v == variant):
-                runs = groups[(variant, sort)]
-                rows.append({"variant": variant, "model": variant_label(variant, specs[variant]),
-                             "sort": _sort_cell(sort), "n_seeds": len(runs), "test_jets": runs[0].metrics.get("n"),
-                             **seed_stats(runs, defs),
-                             "params": runs[0].cost.get("params"), "flops_paper": runs[0].cost.get("flops_paper")})
+        rows = model_rows(ds, defs)
         tables.append(Table(
             title=f"{dataset_label(dataset)} ({dataset}, N = {ds[0].spec.get('particles')}, "
                   f"{ds[0].spec.get('classes')} output{'s' if ds[0].spec.get('classes') != 1 else ''})",
