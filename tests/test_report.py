@@ -367,6 +367,7 @@ def test_binary_table_has_the_paper_columns_per_dataset(run, tmp_path):
         assert int(row["params"]) == COST["salt"][0] and int(row["flops_paper"]) == COST["salt"][1]
     md = (out / "binary.md").read_text()
     assert "Top tagging (top, N = 16, 1 output)" in md and "Quark-gluon (qg, N = 16, 1 output)" in md
+    assert "Signal: top, background: QCD." in md and "Signal: quark, background: gluon." in md
     assert "| 1/εB @ εS = 0.5 | 1/εB @ εS = 0.3 | 1/FPR @ TPR = 0.8 (paper) | Params | FLOPs (paper) |" in md
     _check_latex((out / "binary.tex").read_text(), "binary")
     none = tables(tmp_path, run["metrics"][:1], [], out="none")

@@ -528,10 +528,10 @@ BINARY_HEADERS = {  # the two conventions, named by what they are
     "rej80": ("1/FPR @ TPR = 0.8 (paper)", r"1/FPR @ TPR $= 0.8$ (paper)"),
 }
 BINARY_COST_COLUMNS = [Column("params", "Params", "number", 0), Column("flops_paper", "FLOPs (paper)", "number", 0)]
-BINARY_NOTE = ("The signal is class 1 (top; quark). 1/εB @ εS: the community's background rejection (Top: "
-               "arXiv 1902.09914) at 50 % and 30 % signal efficiency; 1/FPR @ TPR = 0.8: the SAL-T paper's. All "
-               "are 1/FPR interpolated on the ROC curve. FLOPs (paper): the TF-profiler convention of the resources "
-               "table.")
+BINARY_NOTE = ("Signal: {signal}, background: {background}. 1/εB @ εS: the community's background rejection "
+               "(as in the Top-tagging comparison, arXiv 1902.09914) at 50 % and 30 % signal efficiency; 1/FPR @ "
+               "TPR = 0.8: the SAL-T paper's. All are 1/FPR interpolated on the ROC curve. FLOPs (paper): the "
+               "TF-profiler convention of the resources table.")
 NO_BINARY = "No two-class dataset (Top tagging, quark-gluon) in this run."
 
 
@@ -554,7 +554,8 @@ def binary_tables(evals: Sequence[Evaluation]) -> list[Table]:
             title=f"{dataset_label(dataset)} ({dataset}, N = {ds[0].spec.get('particles')}, "
                   f"{ds[0].spec.get('classes')} output{'s' if ds[0].spec.get('classes') != 1 else ''})",
             columns=BASE_COLUMNS + [d.column() for d in defs] + BINARY_COST_COLUMNS,
-            rows=rows, notes=[BINARY_NOTE, COMMON_NOTE], context={"dataset": dataset}, label=f"binary-{dataset}"))
+            rows=rows, notes=[BINARY_NOTE.format(signal=ds[0].class_names[1], background=ds[0].class_names[0]),
+                              COMMON_NOTE], context={"dataset": dataset}, label=f"binary-{dataset}"))
     if not tables:
         tables.append(Table("Binary taggers", BASE_COLUMNS + BINARY_COST_COLUMNS, notes=[NO_BINARY],
                             context={"dataset": None}, label="binary"))
