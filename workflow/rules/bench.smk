@@ -18,8 +18,8 @@
 # workflow.cores` would become --cpus-per-task on SLURM, where --cores means nothing.
 # Check: `snakemake -n -c2` shows threads: 2 for bench jobs; under the SLURM executor
 # (workflow.local_exec is False) they get cluster_cpus, capped by the profile's max-threads
-# (2 in profiles/slurm-ci). A dry run always uses the local (dry-run) executor, so it shows the
-# local value even with --profile profiles/slurm-ci.
+# (2 in the test cluster's tests/slurm/site.yaml). A dry run always uses the local (dry-run)
+# executor, so it shows the local value even with --profile slurm.
 
 BENCH = config["bench"]
 BENCH_EVERY_CORE = 1_000_000  # capped by Snakemake at --cores (and --max-threads)
