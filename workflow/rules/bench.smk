@@ -3,7 +3,8 @@
 #
 # GPU. Only {device}=cuda jobs ask for a GPU (resources gpu=1); which devices run is config
 # (bench.devices), so the CPU fallback is `devices: [cpu]`, never `--resources gpu=0` (that breaks
-# under SLURM, research/snakemake.md §5). A cuda job on a machine without a GPU fails with a clear
+# under SLURM: the in-job Snakemake still sees gpu=1 and its inner srun fails with "Invalid
+# generic resource (gres) specification"). A cuda job on a machine without a GPU fails with a clear
 # error: a CPU figure filed under cuda would be a lie.
 #
 # Running alone. Latency on a shared machine is distorted by whatever runs beside it, so on a
