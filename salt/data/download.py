@@ -111,7 +111,7 @@ _QG_MD5S = (
 QG_FILES = tuple(f"QG_jets{'' if i == 0 else f'_{i}'}.npz" for i in range(20))
 
 
-# md5s: JetClass from ParT's get_datasets.py; hls4ml as quoted from Zenodo; QG from EnergyFlow.
+# md5s: JetClass from ParT's get_datasets.py; hls4ml as published on its Zenodo record; QG from EnergyFlow.
 # Top tagging: no md5 is published with the files, so the first download's is pinned (sidecar).
 DATASETS: dict[str, Dataset] = {
     "jetclass": Dataset("https://zenodo.org/records/6619768/files/{name}?download=1", _jetclass_files()),
