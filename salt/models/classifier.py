@@ -67,13 +67,7 @@ class JetClassifier(nn.Module):
     def _run(self, x: torch.Tensor, mask: torch.Tensor | None, need_weights: bool
              ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         spec = self.spec
-        if x.dim() != 3 or x.shape[1] != spec.particles or x.shape[2] != spec.features:
-            raise ValueError(f"input has shape {tuple(x.shape)}; expected (batch, {spec.particles}, {spec.features})")
-        if not spec.mask:
-            mask = None  # the reference has no mask: padded slots take part everywhere
-        elif mask is not None and (mask.dtype != torch.bool or mask.shape != x.shape[:2]):
-            raise ValueError(f"mask has shape {tuple(mask.shape)} and dtype {mask.dtype}; "
-                             f"expected bool of shape {tuple(x.shape[:2])}")
+        mask = check_inputs(spec, x, mask)
         h = F.relu(self.embed(x))
         maps = []
         for block in self.blocks:
@@ -83,6 +77,19 @@ class JetClassifier(nn.Module):
         for layer in self.hidden:
             z = F.relu(layer(z))
         return self.out(z), maps
+
+
+def check_inputs(spec: ModelSpec, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor | None:
+    """The mask the forward uses: None unless spec.mask (the reference has no mask: padded
+    slots take part everywhere); raises on a wrongly shaped input or mask."""
+    if x.dim() != 3 or x.shape[1] != spec.particles or x.shape[2] != spec.features:
+        raise ValueError(f"input has shape {tuple(x.shape)}; expected (batch, {spec.particles}, {spec.features})")
+    if not spec.mask:
+        return None
+    if mask is not None and (mask.dtype != torch.bool or mask.shape != x.shape[:2]):
+        raise ValueError(f"mask has shape {tuple(mask.shape)} and dtype {mask.dtype}; "
+                         f"expected bool of shape {tuple(x.shape[:2])}")
+    return mask
 
 
 def pool(h: torch.Tensor, mask: torch.Tensor | None, how: str) -> torch.Tensor:
