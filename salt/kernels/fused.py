@@ -17,7 +17,7 @@ import os
 import torch
 from torch import nn
 
-from salt.models.classifier import JetClassifier, check_inputs
+from salt.models.classifier import JetClassifier, check_inputs, probabilities
 from salt.models.spec import AGGREGATIONS, ModelSpec
 
 log = logging.getLogger(__name__)
@@ -41,6 +41,19 @@ def coverage(spec: ModelSpec) -> str | None:
         if _pow2(value) > MAX_WIDTH:
             return f"{name} {value} pads to more than {MAX_WIDTH} columns, too wide for one program"
     return None
+
+
+def fused_extra_bytes(spec: ModelSpec, batch: int) -> int:
+    """Device memory the fused forward needs beside the model and its inputs: the packed
+    weights (E and F as (H·p, N) matrices dominate), the mask as bytes and, for two or more
+    blocks, the scratch buffers the next block reads its input from."""
+    n, dp, hpp, ffp = spec.particles, _pow2(spec.d_model), _pow2(spec.heads * spec.partitions), _pow2(spec.d_ff)
+    heights = spec.conv_heights or (1,)
+    taps = max((h - 1) // 2 for h in heights) + 1 + max(h - 1 - (h - 1) // 2 for h in heights)
+    per_block = 2 * hpp * n + 4 * dp * dp + 2 * dp * ffp + taps * hpp * hpp + 4 * dp + ffp + 5
+    head = spec.hidden_layers * (dp * dp + dp) + (_pow2(spec.features) + 2 + _pow2(spec.classes)) * dp
+    scratch = min(2, spec.blocks - 1) * batch * n * dp
+    return 4 * (spec.blocks * per_block + head + scratch) + batch * n
 
 
 def interpreting() -> bool:
@@ -169,6 +182,10 @@ class FusedClassifier(nn.Module):
             **{**self.meta, "HAS_MASK": mask is not None}, num_warps=self.num_warps,
         )
         return out
+
+    @torch.no_grad()
+    def probabilities(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        return probabilities(self(x, mask))
 
 
 def fused_model(model: JetClassifier, **kwargs: object) -> nn.Module:

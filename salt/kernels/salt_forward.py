@@ -83,7 +83,7 @@ def salt_forward_kernel(
     D: tl.constexpr, BLOCKS: tl.constexpr, HIDDEN: tl.constexpr, R: tl.constexpr, TOP: tl.constexpr,
     AGG: tl.constexpr, HAS_MASK: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
-    jet = tl.program_id(0)
+    jet = tl.program_id(0).to(tl.int64)  # offsets past 2**31 elements at large batches
     cols = tl.arange(0, DP)
     col_ok = cols < D
     ffc = tl.arange(0, FFP)

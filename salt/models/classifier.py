@@ -57,8 +57,7 @@ class JetClassifier(nn.Module):
 
     @torch.no_grad()
     def probabilities(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        logits = self(x, mask)
-        return torch.sigmoid(logits) if self.spec.classes == 1 else torch.softmax(logits, dim=-1)
+        return probabilities(self(x, mask))
 
     def attention_maps(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> list[torch.Tensor]:
         """Attention weights after the softmax, one per block: (B, H, N, p), or (B, H, N, N) for full attention."""
@@ -77,6 +76,11 @@ class JetClassifier(nn.Module):
         for layer in self.hidden:
             z = F.relu(layer(z))
         return self.out(z), maps
+
+
+def probabilities(logits: torch.Tensor) -> torch.Tensor:
+    """Class probabilities from logits (B, C): the softmax, or the sigmoid for one class."""
+    return torch.sigmoid(logits) if logits.shape[-1] == 1 else torch.softmax(logits, dim=-1)
 
 
 def check_inputs(spec: ModelSpec, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor | None:
