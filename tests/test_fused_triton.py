@@ -62,6 +62,10 @@ def test_bad_input_shape_is_named():
     fused = FusedClassifier(build_model(ModelSpec(model="salt", particles=16, classes=2)))
     with pytest.raises(ValueError, match=r"expected \(batch, 16, 3\)"):
         fused(torch.zeros(2, 15, 3))
+    with pytest.raises(ValueError, match="precision 'tf32'"):
+        FusedClassifier(build_model(ModelSpec(model="salt", particles=16, classes=2)), precision="tf32")
+    with pytest.raises(ValueError, match="power of two"):
+        FusedClassifier(build_model(ModelSpec(model="salt", particles=16, classes=2)), block_n=24)
 
 
 def test_bench_notes_why_a_variant_has_no_fused_rows():

@@ -24,6 +24,8 @@ log = logging.getLogger(__name__)
 
 # the widest padded d_model, d_ff, heads × partitions and features one program keeps in registers
 MAX_WIDTH = 128
+# tl.dot's input precision: "ieee" is exact fp32; "tf32x3" (three TF32 tensor-core products) is near it
+PRECISIONS = ("ieee", "tf32x3")
 
 
 def _pow2(n: int, least: int = 16) -> int:
@@ -45,14 +47,14 @@ def coverage(spec: ModelSpec) -> str | None:
 
 def fused_extra_bytes(spec: ModelSpec, batch: int) -> int:
     """Device memory the fused forward needs beside the model and its inputs: the packed
-    weights (E and F as (H·p, N) matrices dominate), the mask as bytes and, for two or more
-    blocks, the scratch buffers the next block reads its input from."""
+    weights (E and F as (H·p, N) matrices dominate), the mask as bytes, and the scratch
+    buffers of block inputs and raw logits (read back at shifted rows)."""
     n, dp, hpp, ffp = spec.particles, _pow2(spec.d_model), _pow2(spec.heads * spec.partitions), _pow2(spec.d_ff)
     heights = spec.conv_heights or (1,)
     taps = max((h - 1) // 2 for h in heights) + 1 + max(h - 1 - (h - 1) // 2 for h in heights)
     per_block = 2 * hpp * n + 4 * dp * dp + 2 * dp * ffp + taps * hpp * hpp + 4 * dp + ffp + 5
     head = spec.hidden_layers * (dp * dp + dp) + (_pow2(spec.features) + 2 + _pow2(spec.classes)) * dp
-    scratch = min(2, spec.blocks - 1) * batch * n * dp
+    scratch = batch * n * (min(2, spec.blocks) * dp + (hpp if spec.conv else 0))
     return 4 * (spec.blocks * per_block + head + scratch) + batch * n
 
 
@@ -93,18 +95,22 @@ class FusedClassifier(nn.Module):
     not seen (build a new one). Takes and returns what JetClassifier.forward does.
     """
 
-    def __init__(self, model: JetClassifier, block_n: int | None = None, num_warps: int = 4) -> None:
+    def __init__(self, model: JetClassifier, block_n: int | None = None, num_warps: int = 4,
+                 precision: str = "ieee") -> None:
         super().__init__()
         spec = model.spec
         reason = coverage(spec)
         if reason is not None:
             raise ValueError(f"fused kernel: {reason}")
+        if precision not in PRECISIONS:
+            raise ValueError(f"fused kernel: precision {precision!r}; expected one of {PRECISIONS}")
         self.spec = spec
         self.num_warps = num_warps
         n, h, p = spec.particles, spec.heads, spec.partitions
         dp, fp, hpp, ffp, cp = (_pow2(spec.d_model), _pow2(spec.features), _pow2(h * p), _pow2(spec.d_ff),
                                 _pow2(spec.classes))
-        self.block_n = block_n or max(16, min(_pow2(n), 64))
+        # 32 rows x 4 warps: about 180 registers per thread on sm_90 without spills (64 rows spill)
+        self.block_n = block_n or min(_pow2(n), 32)
         if self.block_n < 16 or self.block_n & (self.block_n - 1):
             raise ValueError(f"fused kernel: block_n {self.block_n} must be a power of two >= 16")
         blocks = list(model.blocks)
@@ -112,8 +118,8 @@ class FusedClassifier(nn.Module):
         taps, top = (conv.size, conv.top) if conv is not None else (1, 0)
         self.meta = dict(N=n, F=spec.features, C=spec.classes, P=p, HP=h * p, DK=spec.head_dim, FP=fp, DP=dp,
                          HPP=hpp, FFP=ffp, CP=cp, D=spec.d_model, BLOCKS=spec.blocks, HIDDEN=spec.hidden_layers,
-                         R=taps, TOP=top, AGG=AGGREGATIONS.index(spec.aggregation), HAS_MASK=False,
-                         BLOCK_N=self.block_n)
+                         CONV=conv is not None, R=taps, TOP=top, AGG=AGGREGATIONS.index(spec.aggregation),
+                         HAS_MASK=False, BLOCK_N=self.block_n, PREC=precision)
         with torch.no_grad():
             packed = self._pack(model, blocks, dp, fp, hpp, ffp, cp, taps)
         for name, value in packed.items():
@@ -125,7 +131,7 @@ class FusedClassifier(nn.Module):
         spec = model.spec
         h, p = spec.heads, spec.partitions
         scale = spec.head_dim ** -0.5
-        out: dict[str, list[torch.Tensor]] = {k: [] for k in ("pe", "pf", "wk", "wq", "wv", "wo", "bo", "mt", "cb",
+        out: dict[str, list[torch.Tensor]] = {k: [] for k in ("pe", "pf", "wk", "wq", "wv", "wo", "bo", "mc", "cb",
                                                               "w1", "b1", "w2", "b2", "dyt")}
         for block in blocks:
             attn = block.attn
@@ -140,10 +146,10 @@ class FusedClassifier(nn.Module):
                 kernel, bias = attn.conv.fused()
                 mixers = kernel[:, attn.conv._tap] * attn.conv._tap_valid  # (R, c, j) as LogitConv uses them
                 eye = torch.eye(h, dtype=kernel.dtype, device=kernel.device)
-                taps_t = torch.stack([torch.kron(eye, m).t() for m in mixers])  # (R, H·p, H·p), transposed
+                mix = torch.stack([torch.kron(eye, m) for m in mixers])  # (R, H·p, H·p): every head alike
             else:
-                taps_t, bias = torch.eye(h * p, device=attn.E.device)[None], attn.E.new_zeros(())
-            out["mt"].append(_pad(taps_t, taps, hpp, hpp))
+                mix, bias = attn.E.new_zeros(1, h * p, h * p), attn.E.new_zeros(())  # not read
+            out["mc"].append(_pad(mix, taps, hpp, hpp))
             out["cb"].append(bias.reshape(1))
             out["w1"].append(_pad(block.ffn1.weight.t(), dp, ffp))
             out["b1"].append(_pad(block.ffn1.bias, ffp))
@@ -173,11 +179,12 @@ class FusedClassifier(nn.Module):
         if b == 0:
             return out
         mask_u8 = mask.to(torch.uint8).contiguous() if mask is not None else x.new_zeros(1, dtype=torch.uint8)
-        blocks = self.spec.blocks
-        scratch = (x.new_empty(min(2, blocks - 1), b, n, self.meta["DP"]) if blocks > 1 else x.new_empty(1))
+        # block inputs (two when a block's output is the next one's input) and the raw logits
+        xs = x.new_empty(min(2, self.spec.blocks), b, n, self.meta["DP"])
+        ls = x.new_empty(b, n, self.meta["HPP"]) if self.meta["CONV"] else x.new_empty(1)
         salt_forward_kernel[(b,)](
-            x, mask_u8, scratch, out, self.we, self.be,
-            self.pe, self.pf, self.wk, self.wq, self.wv, self.wo, self.bo, self.mt, self.cb,
+            x, mask_u8, xs, ls, out, self.we, self.be,
+            self.pe, self.pf, self.wk, self.wq, self.wv, self.wo, self.bo, self.mc, self.cb,
             self.w1, self.b1, self.w2, self.b2, self.dyt, self.wh, self.bh, self.wout, self.bout,
             **{**self.meta, "HAS_MASK": mask is not None}, num_warps=self.num_warps,
         )
