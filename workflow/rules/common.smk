@@ -133,6 +133,7 @@ MODEL_SRC = [
     if p.stem not in ("cost", "reference")
 ]
 TRAINING_SRC = [str(p) for p in sorted(Path("salt/training").glob("*.py"))]
+KERNEL_SRC = [str(p) for p in sorted(Path("salt/kernels").glob("*.py"))]
 SRC = {
     "generate": src("data/sources/pythia", "atomic"),
     # plus the dataset's own reader: preprocess_src(dataset)
@@ -145,10 +146,11 @@ SRC = {
     ),
     "manifest": src("data/shards"),
     "train": src("train", "data/loader") + TRAINING_SRC + MODEL_SRC,
-    "evaluate": src("evaluate", "metrics", "data/loader") + MODEL_SRC,
+    "evaluate": src("evaluate", "metrics", "data/loader") + MODEL_SRC + KERNEL_SRC,
     "bench": src("bench", "models/cost")
     + [str(p) for p in sorted(Path("salt/benchmarking").glob("*.py"))]
-    + MODEL_SRC,
+    + MODEL_SRC
+    + KERNEL_SRC,
     "report": [str(p) for p in sorted(Path("salt/report").glob("*.py"))] + src("metrics"),
 }
 
