@@ -26,8 +26,8 @@ Ties, precisely:
 
 FastJet's Python interface clusters all jets of a record in one call but hands back no merge
 tree, only a post-order walk of each jet's history (``unique_history_order``); the tree is
-rebuilt from it with a stack machine run on all jets at once, and the subjets' four-momenta
-are re-summed in float64 as FastJet sums them (E scheme).
+rebuilt from the walks of many jets at once with array operations (no loop over particles, see
+`_trees`), and each subjet's four-momentum is re-summed from its particles in float64 (E scheme).
 
 Keys are per particle and descending like every other sort: a particle at position p
 (0-based) of a jet with n particles gets n - p, so a stable descending sort gives the order,
@@ -67,8 +67,8 @@ class History(NamedTuple):
 
 
 def rap_phi(px: np.ndarray, py: np.ndarray, pz: np.ndarray, energy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Rapidity and φ in [0, 2π) exactly as FastJet's PseudoJet computes them, so distances and
-    therefore merge orders agree with FastJet to the last bit where it matters."""
+    """Rapidity and φ in [0, 2π) computed as FastJet's PseudoJet computes them, so ΔR and kT of a
+    splitting agree with FastJet's Lund-plane values."""
     pt2 = px * px + py * py
     m2 = np.maximum((energy + pz) * (energy - pz) - pt2, 0.0)
     e_plus_pz = energy + np.abs(pz)
