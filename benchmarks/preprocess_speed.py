@@ -151,7 +151,8 @@ def main() -> int:
             runs.append(r)
             print(f"run {i + 1}: {r['jets'] / r['wall_s']:8.0f} jets/s end to end ({r['wall_s']:.2f} s wall, "
                   f"{r['cpu_s']:.2f} s CPU: {r['user_s']:.2f} user + {r['sys_s']:.2f} sys), "
-                  f"{r['jets'] / r['loop_s']:8.0f} jets/s in the loop, {r['jets'] / r['cpu_s']:8.0f} jets per CPU second, "
+                  f"{r['jets'] / r['loop_s']:8.0f} jets/s in the loop, "
+                  f"{r['jets'] / r['cpu_s']:8.0f} jets per CPU second, "
                   f"peak RSS {r['peak_rss_mb']:.0f} MB")
         stages = None
         if args.phases:

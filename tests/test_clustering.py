@@ -151,7 +151,8 @@ def test_tree_cuts_match_fastjet_exclusive_jets(n_subjets):
 def test_keys_follow_the_particles_when_the_file_order_changes():
     rng = np.random.default_rng(5)
     p4, counts = random_jets(rng, 50)
-    perm = np.concatenate([s + rng.permutation(n) for s, n in zip(np.concatenate([[0], np.cumsum(counts)[:-1]]), counts)])
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    perm = np.concatenate([s + rng.permutation(n) for s, n in zip(starts, counts)])
     keys, shuffled = declustering_keys(p4, counts), declustering_keys(p4[:, perm], counts)
     for name in clustering.SORTS:
         np.testing.assert_array_equal(shuffled[name], keys[name][perm])

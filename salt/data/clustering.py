@@ -119,9 +119,10 @@ def _trees(walk: np.ndarray, p4: np.ndarray, starts: np.ndarray, n: np.ndarray, 
            ) -> tuple[History | None, np.ndarray, np.ndarray]:
     """Merge tree and both orders of B jets from their FastJet post-order walks, with no loop over
     particles: walk (B, K = 2 * width - 1; -1 after a jet's 2n - 1 steps, the beam step cut off),
-    p4 (4, total) flat, the jets' particles from `starts` on. Returns the History with `full` (node ids per jet: particle k, merge t ->
-    n + t; else None: the orders need ΔR and kT of the primary merges only) and each particle's
-    position in the ca_depth and lund_kt orders, (B, width) each (padding: width).
+    p4 (4, total) flat, the jets' particles from `starts` on. Returns the History with `full`
+    (node ids per jet: particle k, merge t -> n + t; else None: the orders need ΔR and kT of the
+    primary merges only) and each particle's position in the ca_depth and lund_kt orders,
+    (B, width) each (padding: width).
 
     In a post-order walk every subtree is a contiguous range ending at its root, and the stack
     height after each step (+1 for a particle, -1 for a merge) tells parents apart: a merge's
@@ -167,7 +168,8 @@ def _trees(walk: np.ndarray, p4: np.ndarray, starts: np.ndarray, n: np.ndarray, 
         """Four-momentum (or some components) of the subtrees ending at flat positions i;
         a particle's own, exactly."""
         end = end_flat[i]
-        return np.where(leaf_flat[i], exact[components, end], running[components, end] - running[components, start_flat[i]])
+        summed = running[components, end] - running[components, start_flat[i]]
+        return np.where(leaf_flat[i], exact[components, end], summed)
 
     # every merge: its parents and which is harder (FastJet's walk puts the parent with the lower
     # particle index first, so ties go to it); ΔR and kT where they are needed
