@@ -21,6 +21,7 @@ from salt.data.shards import load_manifest
 from salt.metrics import compute_metrics, json_safe
 from salt.models import load_model
 from salt.provenance import provenance
+from salt.training.distributed import resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,7 @@ def predict(model: torch.nn.Module, x: torch.Tensor, mask: torch.Tensor, batch: 
 def evaluate(model_path: str | Path, manifest_path: str | Path, *, device: str = "cpu", threads: int = 1
              ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     torch.set_num_threads(threads)
-    dev = torch.device(device if device != "cuda" or torch.cuda.is_available() else "cpu")
+    dev = resolve_device(device)
     model, extra = load_model(model_path, map_location="cpu")
     model = model.to(dev)
     manifest = load_manifest(manifest_path)
