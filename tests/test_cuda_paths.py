@@ -88,17 +88,22 @@ def test_rng_state_round_trip_on_cpu_ignores_a_cuda_state():
     assert torch.equal(torch.rand(3), first)
 
 
-@pytest.mark.slow
-def test_torchrun_world_of_one_joins_gloo_and_matches_one_process(data, tmp_path):
-    run(data, tmp_path / "one", "cpu")
+@pytest.mark.parametrize("device, backend, rank_device", [
+    pytest.param("cpu", "gloo", "cpu", marks=pytest.mark.slow),
+    pytest.param("cuda", "nccl", "cuda:0", marks=pytest.mark.gpu)])
+def test_torchrun_world_of_one_joins_the_process_group_and_matches_one_process(data, tmp_path, device, backend,
+                                                                                rank_device):
+    """DDP as a world of one: NCCL with the rank's GPU on cuda (a one-GPU node tests the NCCL path), gloo
+    on a CPU; the weights are those of a single process."""
+    run(data, tmp_path / "one", device)
     log = tmp_path / "rank.log"
-    proc = torchrun(data, tmp_path / "ddp", "cpu", log)
+    proc = torchrun(data, tmp_path / "ddp", device, log)
     assert proc.returncode == 0, log.read_text()[-3000:]
     from salt.models import load_model
 
     summary = load_model(tmp_path / "ddp/model.pt")[1]["summary"]
-    assert (summary["world_size"], summary["ddp_backend"]) == (1, "gloo")
-    assert "backend gloo" in log.read_text()
+    assert (summary["world_size"], summary["ddp_backend"], summary["device"]) == (1, backend, rank_device)
+    assert f"backend {backend}" in log.read_text()
     assert_close(weights(tmp_path / "ddp"), weights(tmp_path / "one"))
 
 
@@ -153,20 +158,6 @@ def test_cuda_resume_after_a_signal_gives_the_same_weights(data, tmp_path, monke
     summary = run(data, out, "cuda")
     assert summary["attempts"] == 2
     assert_close(weights(out), weights(tmp_path / "ref"))
-
-
-@pytest.mark.gpu
-def test_ddp_over_nccl_with_one_gpu_matches_one_process(data, tmp_path):
-    run(data, tmp_path / "one", "cuda")
-    log = tmp_path / "rank.log"
-    proc = torchrun(data, tmp_path / "ddp", "cuda", log)
-    assert proc.returncode == 0, log.read_text()[-3000:]
-    from salt.models import load_model
-
-    summary = load_model(tmp_path / "ddp/model.pt")[1]["summary"]
-    assert (summary["world_size"], summary["ddp_backend"], summary["device"]) == (1, "nccl", "cuda:0")
-    assert "backend nccl" in log.read_text()
-    assert_close(weights(tmp_path / "ddp"), weights(tmp_path / "one"))
 
 
 @pytest.mark.gpu
