@@ -2,7 +2,7 @@
 jets/s of the SAL-T training step on the same device.
 
     python benchmarks/loader_speed.py                                   # cpu: N=150, batch 1024
-    python benchmarks/loader_speed.py --device cuda --workers 0 4 8 16  # the GPU check: loader >= 2x step
+    python benchmarks/loader_speed.py --device cuda --workers 0 4 8 12  # the GPU check: loader >= 2x step
 
 Writes shards like `salt preprocess` does (HDF5, Blosc LZ4, 512-jet chunks, realistic multiplicities
 padded to N) into --dir (reused when present), then measures

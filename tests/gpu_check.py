@@ -10,13 +10,15 @@
 and prints a summary: the GPU, the tests passed, the loader's verdict, the workflow's jobs, the GPU
 rows of Table 2 and where the report is. Exit status 0 only if all three passed.
 
-    python tests/gpu_check.py [--workdir DIR] [--cores N] [--skip-loader] [--skip-workflow]
+    python tests/gpu_check.py [--workdir DIR] [--wheels DIR] [--cores N] [--skip-loader] [--skip-workflow]
 
 Parts 1 and 2 need torch with CUDA, numpy, h5py and pytest (the tests that train or stream also need
 hdf5plugin and tqdm, and say so when skipped); part 3 needs every dependency of salt (snakemake,
 pythia8mc, fastjet, awkward, uproot, vector, hdf5plugin, mplhep, pyyaml, tqdm): when some are missing
-it names them and how to install them instead of running. This checkout's `salt` is used (a
-launcher on PATH, the checkout on PYTHONPATH); nothing is installed.
+it names them instead of running. Wheels for what the image lacks can travel in ./.whl (or --wheels
+DIR): they are installed into WORKDIR/site (pip --no-index --no-deps --target) and put on the path.
+This checkout's `salt` is used (a launcher on PATH, the checkout on PYTHONPATH); nothing else is
+installed.
 """
 
 from __future__ import annotations
@@ -42,16 +44,30 @@ def say(text: str = "") -> None:
     print(text, flush=True)
 
 
-def environment(workdir: Path) -> dict[str, str]:
-    """This interpreter and a `salt` launcher for this checkout first on PATH, the checkout on PYTHONPATH."""
+def install_wheels(wheels: Path, workdir: Path) -> Path:
+    """Every wheel in `wheels` into workdir/site, as they are (no index, no dependencies, nothing of the
+    interpreter's own touched): how the dependencies a GPU image lacks travel to it."""
+    site = workdir / "site"
+    files = sorted(str(p) for p in wheels.glob("*.whl"))
+    if files and not (site / ".installed").exists():
+        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-index", "--no-deps",
+                        "--target", str(site), *files], check=True)
+        (site / ".installed").write_text("\n".join(files))
+    sys.path.insert(0, str(site))
+    importlib.invalidate_caches()
+    return site
+
+
+def environment(workdir: Path, site: Path | None = None) -> dict[str, str]:
+    """This interpreter and a `salt` launcher for this checkout first on PATH, the checkout (and the
+    installed wheels) on PYTHONPATH."""
     bin_dir = workdir / ".bin"
     bin_dir.mkdir(parents=True, exist_ok=True)
     launcher = bin_dir / "salt"
-    launcher.write_text(f"#!{sys.executable}\nimport sys\nsys.path.insert(0, {str(ROOT)!r})\n"
-                        "from salt.cli import main\nsys.exit(main())\n")
+    launcher.write_text(f"#!{sys.executable}\nimport sys\nfrom salt.cli import main\nsys.exit(main())\n")  # via PYTHONPATH
     launcher.chmod(0o755)
     path = os.pathsep.join([str(bin_dir), str(Path(sys.executable).parent), os.environ.get("PATH", "")])
-    pythonpath = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    pythonpath = os.pathsep.join(filter(None, [str(ROOT), site and str(site), os.environ.get("PYTHONPATH")]))
     return dict(os.environ, PATH=path, PYTHONPATH=pythonpath)
 
 
@@ -142,14 +158,21 @@ def main() -> int:
     p.add_argument("--workdir", default=os.environ.get("GPU_CHECK_DIR", str(ROOT / "gpu-check")),
                    help="scratch directory: logs, the loader benchmark, the workflow run (default ./gpu-check)")
     p.add_argument("--cores", type=int, default=len(os.sched_getaffinity(0)), help="Snakemake's -c")
+    p.add_argument("--wheels", default=os.environ.get("GPU_CHECK_WHEELS", str(ROOT / ".whl")),
+                   help="a folder of wheels for what the image lacks (snakemake, hdf5plugin, ...): installed "
+                        "into WORKDIR/site with --no-deps, used where present (default ./.whl)")
     p.add_argument("--skip-loader", action="store_true")
     p.add_argument("--skip-workflow", action="store_true")
     args = p.parse_args()
     workdir = Path(args.workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
-    env = environment(workdir)
     t0 = time.monotonic()
+    wheels = Path(args.wheels)
+    site = install_wheels(wheels, workdir) if wheels.is_dir() and any(wheels.glob("*.whl")) else None
+    env = environment(workdir, site)
     summary = gpu_header()
+    if site is not None:
+        summary.append(f"wheels from {wheels} installed into {site}")
     ok = True
 
     say("== 1. every gpu test")
@@ -166,7 +189,7 @@ def main() -> int:
             ok = False
         else:
             code = run_logged([sys.executable, str(ROOT / "benchmarks/loader_speed.py"), "--device", "cuda",
-                               "--workers", "0", "4", "8", "--dir", str(workdir / "loader-shards"),
+                               "--workers", "0", "4", "8", "12", "--dir", str(workdir / "loader-shards"),
                                "--output", str(workdir / "loader_speed.json")], workdir / "loader.log", env)
             verdict = [ln for ln in (workdir / "loader.log").read_text().splitlines()
                        if ln.startswith(("training step", "loader,", "PASS", "FAIL"))]
@@ -177,8 +200,8 @@ def main() -> int:
         say("== 3. tiny workflow, use_gpu: true, bench.devices: [cpu, cuda]")
         missing = missing_modules()
         if missing:
-            summary.append(f"workflow NOT RUN: missing {', '.join(missing)}; install them, e.g. "
-                           f"pip install --no-index --find-links WHEEL_DIR {' '.join(missing)}")
+            summary.append(f"workflow NOT RUN: missing {', '.join(missing)}; bring their wheels (and their "
+                           "dependencies') in ./.whl or --wheels DIR, or pip install them")
             ok = False
         else:
             flow_ok, lines = workflow(workdir, env, args.cores)
