@@ -6,15 +6,19 @@
   count), latency, throughput and peak memory at the dataset's N, per device benchmarked;
 * partitions (Table 7): the partition-count sweep, when the run has variants that differ
   only in `partitions` (otherwise the table is written with a note, so the DAG is fixed);
-* summary: per dataset, the best model for each quantity with the runner-up.
+* summary: per dataset, the best model for each quantity with the runner-up;
+* binary (Tables 3 and 4, Top tagging and quark-gluon): per two-class dataset, accuracy, AUC,
+  the community's background rejection 1/eps_B at eps_S = 0.5 and 0.3, the paper's 1/FPR at
+  TPR = 0.8, parameters and FLOPs.
 
-Rejections follow salt.metrics (research/paper.md §3): every number is named by its exact
+Rejections follow salt.metrics: every number is named by its exact
 definition, and an infinite rejection (no background jet passed) is shown as "> bound", the
 bound being the mean with each such value replaced by its background count.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections.abc import Callable, Sequence
@@ -42,12 +46,13 @@ from salt.report.render import Column, Label, Stat, Table, to_csv, to_html, to_l
 
 log = logging.getLogger(__name__)
 
-TABLES = ("accuracy", "resources", "partitions", "summary")
+TABLES = ("accuracy", "resources", "partitions", "summary", "binary")
 TITLES = {
     "accuracy": "Accuracy, AUC and background rejection per model and particle ordering",
     "resources": "Model size, FLOPs, latency, throughput and memory",
     "partitions": "SAL-T partition-count sweep",
     "summary": "Best model per quantity",
+    "binary": "Top tagging and quark-gluon: accuracy, AUC, background rejection, parameters and FLOPs",
 }
 REFERENCE_BACKEND = "eager"
 REFERENCE_PRECISION = "fp32"
@@ -230,23 +235,31 @@ BASE_COLUMNS = [Column("variant", "Variant", display=False), Column("model", "Mo
                 Column("n_seeds", "Seeds", "number", 0), Column("test_jets", "Test jets", "number", 0, display=False)]
 
 
+def model_rows(ds: Sequence[Evaluation], defs: Sequence[MetricDef]) -> list[dict[str, Any]]:
+    """One row per (variant, sort) of one dataset's runs: BASE_COLUMNS, the metrics over seeds, and
+    the model's size (params, flops_paper)."""
+    specs = _specs(ds)
+    groups = group(ds, "variant", "sort")
+    rows = []
+    for variant in ordered_variants(specs.items()):
+        for sort in ordered_sorts(s for v, s in groups if v == variant):
+            runs = groups[(variant, sort)]
+            row: dict[str, Any] = {
+                "variant": variant, "model": variant_label(variant, specs[variant]), "sort": _sort_cell(sort),
+                "n_seeds": len(runs), "test_jets": runs[0].metrics.get("n"),
+            }
+            row.update(seed_stats(runs, defs))
+            row.update(params=runs[0].cost.get("params"), flops_paper=runs[0].cost.get("flops_paper"))
+            rows.append(row)
+    return rows
+
+
 def accuracy_tables(evals: Sequence[Evaluation]) -> list[Table]:
     tables = []
     for dataset in ordered_datasets(e.dataset for e in evals):
         ds = [e for e in evals if e.dataset == dataset]
         defs = metric_defs(ds)
-        specs = _specs(ds)
-        groups = group(ds, "variant", "sort")
-        rows = []
-        for variant in ordered_variants(specs.items()):
-            for sort in ordered_sorts(s for v, s in groups if v == variant):
-                runs = groups[(variant, sort)]
-                row: dict[str, Any] = {
-                    "variant": variant, "model": variant_label(variant, specs[variant]), "sort": _sort_cell(sort),
-                    "n_seeds": len(runs), "test_jets": runs[0].metrics.get("n"),
-                }
-                row.update(seed_stats(runs, defs))
-                rows.append(row)
+        rows = model_rows(ds, defs)
         scheme = scheme_of(ds)
         n_particles = ds[0].spec.get("particles")
         tables.append(Table(
@@ -283,7 +296,7 @@ RESOURCE_COLUMNS = [
     Column("latency_ms_batch1_p10", "ms (batch 1), p10", "number", 4, display=False),
     Column("latency_ms_batch1_p90", "ms (batch 1), p90", "number", 4, display=False),
 ]
-RESOURCE_NOTE = ("FLOPs (paper): the authors' TF-profiler convention (research/paper.md §1.7, the E/F einsum and "
+RESOURCE_NOTE = ("FLOPs (paper): the authors' TF-profiler convention (TensorFlow's v1 profiler on the frozen Keras graph; the E/F einsum and "
                  "activations not counted); FLOPs (full): every multiply-add counted. ns/jet, jets/s and peak memory at "
                  "the largest batch measured (the Batch column; configurations not measured are named below); µs (batch 1): one jet per call. Threads 'all' = every core.")
 
@@ -560,6 +573,48 @@ def summary_tables(evals: Sequence[Evaluation], benches: Sequence[Bench]) -> lis
     return tables
 
 
+# ----------------------------------------------------------------------------- Tables 3, 4: binary taggers
+
+BINARY_HEADERS = {  # the two conventions, named by what they are
+    "rej50": ("1/εB @ εS = 0.5", r"$1/\varepsilon_B$ @ $\varepsilon_S = 0.5$"),
+    "rej30": ("1/εB @ εS = 0.3", r"$1/\varepsilon_B$ @ $\varepsilon_S = 0.3$"),
+    "rej80": ("1/FPR @ TPR = 0.8 (paper)", r"1/FPR @ TPR $= 0.8$ (paper)"),
+}
+BINARY_COST_COLUMNS = [Column("params", "Params", "number", 0), Column("flops_paper", "FLOPs (paper)", "number", 0)]
+BINARY_NOTE = ("Signal: {signal}, background: {background}. 1/εB @ εS: the community's background rejection "
+               "(as in the Top-tagging comparison, arXiv 1902.09914) at 50 % and 30 % signal efficiency; 1/FPR @ "
+               "TPR = 0.8: the SAL-T paper's. All are 1/FPR interpolated on the ROC curve. FLOPs (paper): the "
+               "TF-profiler convention of the resources table.")
+NO_BINARY = "No two-class dataset (Top tagging, quark-gluon) in this run."
+
+
+def binary_defs(names: Sequence[str]) -> list[MetricDef]:
+    """The paper's Top/QG columns: accuracy, AUC and the three rejections in table order."""
+    defs = {d.key: d for d in _binary(names)}
+    rejections = [dataclasses.replace(defs[k], header=h, latex=t) for k, (h, t) in BINARY_HEADERS.items()]
+    return [defs["accuracy"], defs["auc"], *rejections]
+
+
+def binary_tables(evals: Sequence[Evaluation]) -> list[Table]:
+    tables = []
+    for dataset in ordered_datasets(e.dataset for e in evals):
+        ds = [e for e in evals if e.dataset == dataset]
+        if scheme_of(ds) != "binary":
+            continue
+        defs = binary_defs(ds[0].class_names)
+        rows = model_rows(ds, defs)
+        tables.append(Table(
+            title=f"{dataset_label(dataset)} ({dataset}, N = {ds[0].spec.get('particles')}, "
+                  f"{ds[0].spec.get('classes')} output{'s' if ds[0].spec.get('classes') != 1 else ''})",
+            columns=BASE_COLUMNS + [d.column() for d in defs] + BINARY_COST_COLUMNS,
+            rows=rows, notes=[BINARY_NOTE.format(signal=ds[0].class_names[1], background=ds[0].class_names[0]),
+                              COMMON_NOTE], context={"dataset": dataset}, label=f"binary-{dataset}"))
+    if not tables:
+        tables.append(Table("Binary taggers", BASE_COLUMNS + BINARY_COST_COLUMNS, notes=[NO_BINARY],
+                            context={"dataset": None}, label="binary"))
+    return tables
+
+
 # ----------------------------------------------------------------------------- writing
 
 def build_tables(evals: Sequence[Evaluation], benches: Sequence[Bench]) -> dict[str, list[Table]]:
@@ -568,6 +623,7 @@ def build_tables(evals: Sequence[Evaluation], benches: Sequence[Bench]) -> dict[
         "resources": resource_tables(benches),
         "partitions": partition_tables(evals),
         "summary": summary_tables(evals, benches),
+        "binary": binary_tables(evals),
     }
 
 
