@@ -12,13 +12,14 @@ rows of Table 2 and where the report is. Exit status 0 only if all three passed.
 
     python tests/gpu_check.py [--workdir DIR] [--wheels DIR] [--cores N] [--skip-loader] [--skip-workflow]
 
-Parts 1 and 2 need torch with CUDA, numpy, h5py and pytest (the tests that train or stream also need
-hdf5plugin and tqdm, and say so when skipped); part 3 needs every dependency of salt (snakemake,
-pythia8mc, fastjet, awkward, uproot, vector, hdf5plugin, mplhep, pyyaml, tqdm): when some are missing
-it names them instead of running. Wheels for what the image lacks can travel in ./.whl (or --wheels
-DIR): they are installed into WORKDIR/site (pip --no-index --no-deps --target) and put on the path.
-This checkout's `salt` is used (a launcher on PATH, the checkout on PYTHONPATH); nothing else is
-installed.
+Part 1 needs torch with CUDA, numpy and pytest (the tests that train or stream also need h5py,
+hdf5plugin and tqdm, and say so when skipped), part 2 also h5py and hdf5plugin; part 3 needs every
+dependency of salt (snakemake, pythia8mc, fastjet, awkward, uproot, vector, hdf5plugin, mplhep,
+pyyaml, tqdm): when some are missing it names them instead of running. Wheels for what the image
+lacks can travel in ./.whl (or --wheels DIR): they are installed into $TMPDIR/salt-gpu-check/site
+(pip --no-index --no-deps --target) and put on the path. This checkout's `salt` is used (a launcher
+on PATH, the checkout on PYTHONPATH); nothing else is installed. The summary is also written to
+WORKDIR/summary.txt.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -44,10 +46,10 @@ def say(text: str = "") -> None:
     print(text, flush=True)
 
 
-def install_wheels(wheels: Path, workdir: Path) -> Path:
-    """Every wheel in `wheels` into workdir/site, as they are (no index, no dependencies, nothing of the
+def install_wheels(wheels: Path, scratch: Path) -> Path:
+    """Every wheel in `wheels` into scratch/site, as they are (no index, no dependencies, nothing of the
     interpreter's own touched): how the dependencies a GPU image lacks travel to it."""
-    site = workdir / "site"
+    site = scratch / "site"
     files = sorted(str(p) for p in wheels.glob("*.whl"))
     if files and not (site / ".installed").exists():
         subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-index", "--no-deps",
@@ -58,10 +60,10 @@ def install_wheels(wheels: Path, workdir: Path) -> Path:
     return site
 
 
-def environment(workdir: Path, site: Path | None = None) -> dict[str, str]:
+def environment(scratch: Path, site: Path | None = None) -> dict[str, str]:
     """This interpreter and a `salt` launcher for this checkout first on PATH, the checkout (and the
     installed wheels) on PYTHONPATH."""
-    bin_dir = workdir / ".bin"
+    bin_dir = scratch / "bin"
     bin_dir.mkdir(parents=True, exist_ok=True)
     launcher = bin_dir / "salt"
     launcher.write_text(f"#!{sys.executable}\nimport sys\nfrom salt.cli import main\nsys.exit(main())\n")  # via PYTHONPATH
@@ -109,7 +111,8 @@ def gpu_test_files() -> list[str]:
 
 
 def pytest_summary(log: Path) -> str:
-    lines = [ln.strip("= \n") for ln in log.read_text().splitlines() if re.search(r"\d+ (passed|failed|error)", ln)]
+    pattern = re.compile(r"\d+ (passed|failed|errors?|skipped)\b.* in [\d.]+s")
+    lines = [ln.strip("= \n") for ln in log.read_text().splitlines() if pattern.search(ln)]
     return lines[-1] if lines else "no pytest summary (see the log)"
 
 
@@ -156,20 +159,21 @@ def workflow(workdir: Path, env: dict[str, str], cores: int) -> tuple[bool, list
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--workdir", default=os.environ.get("GPU_CHECK_DIR", str(ROOT / "gpu-check")),
-                   help="scratch directory: logs, the loader benchmark, the workflow run (default ./gpu-check)")
+                   help="logs, the loader benchmark's result and the workflow run with its report (default ./gpu-check)")
     p.add_argument("--cores", type=int, default=len(os.sched_getaffinity(0)), help="Snakemake's -c")
     p.add_argument("--wheels", default=os.environ.get("GPU_CHECK_WHEELS", str(ROOT / ".whl")),
                    help="a folder of wheels for what the image lacks (snakemake, hdf5plugin, ...): installed "
-                        "into WORKDIR/site with --no-deps, used where present (default ./.whl)")
+                        "with --no-deps into a scratch site folder, used where present (default ./.whl)")
     p.add_argument("--skip-loader", action="store_true")
     p.add_argument("--skip-workflow", action="store_true")
     args = p.parse_args()
     workdir = Path(args.workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.gettempdir()) / "salt-gpu-check"  # bulky and rebuildable: kept out of workdir
     t0 = time.monotonic()
     wheels = Path(args.wheels)
-    site = install_wheels(wheels, workdir) if wheels.is_dir() and any(wheels.glob("*.whl")) else None
-    env = environment(workdir, site)
+    site = install_wheels(wheels, scratch) if wheels.is_dir() and any(wheels.glob("*.whl")) else None
+    env = environment(scratch, site)
     summary = gpu_header()
     if site is not None:
         summary.append(f"wheels from {wheels} installed into {site}")
@@ -189,7 +193,7 @@ def main() -> int:
             ok = False
         else:
             code = run_logged([sys.executable, str(ROOT / "benchmarks/loader_speed.py"), "--device", "cuda",
-                               "--workers", "0", "4", "8", "12", "--dir", str(workdir / "loader-shards"),
+                               "--workers", "0", "4", "8", "12", "--dir", str(scratch / "loader-shards"),
                                "--output", str(workdir / "loader_speed.json")], workdir / "loader.log", env)
             verdict = [ln for ln in (workdir / "loader.log").read_text().splitlines()
                        if ln.startswith(("training step", "loader,", "PASS", "FAIL"))]
@@ -208,10 +212,10 @@ def main() -> int:
             summary += lines
             ok &= flow_ok
 
+    summary.append(f"{'PASSED' if ok else 'FAILED'} in {time.monotonic() - t0:.0f} s; logs in {workdir}")
     say("\n== gpu-check summary")
-    for line in summary:
-        say(line)
-    say(f"{'PASSED' if ok else 'FAILED'} in {time.monotonic() - t0:.0f} s; logs in {workdir}")
+    say("\n".join(summary))
+    (workdir / "summary.txt").write_text("\n".join(summary) + "\n")
     return 0 if ok else 1
 
 
