@@ -348,6 +348,57 @@ def bench_rows(b: Bench, label: str | None = None) -> tuple[list[dict[str, Any]]
     return rows, notes
 
 
+GPU_COLUMNS = [
+    Column("variant", "Variant", display=False),
+    Column("model", "Model"),
+    Column("latency_us_batch1", "µs (batch 1)", "number", 1, latex=r"$\mu$s (batch 1)"),
+    Column("best_batch1", "Backend (batch 1)"),
+    Column("batch", "Largest batch", "number", 0),
+    Column("latency_ms", "ms per batch", "number", 3),
+    Column("ns_per_jet", "ns/jet", "number", 1),
+    Column("best_largest", "Backend (largest batch)"),
+]
+GPU_NOTE = ("Per variant, the fastest configuration measured at the dataset's N: at batch 1 (one jet per call, "
+            "µs) and at the largest batch measured (ms per batch and ns/jet), each naming its backend and "
+            "precision (eager, cudagraph = CUDA graphs, compile = torch.compile; bf16 = autocast).")
+
+
+def _fastest(rows: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    timed = [r for r in rows if r.get("latency_ms") is not None]
+    return min(timed, key=lambda r: r["latency_ms"]) if timed else None
+
+
+def _config_name(r: dict[str, Any]) -> str:
+    return f"{r.get('backend', 'eager')}, {r.get('precision', 'fp32')}"
+
+
+def gpu_latency_table(dataset: str, device: str, benches: Sequence[Bench]) -> Table:
+    """Table 2's GPU view: per variant the best backend at batch 1 and at its largest batch, on the named GPU."""
+    rows = []
+    for b in benches:
+        n = b.spec.get("particles")
+        at_n = [r for r in b.results if r.get("particles") == n]
+        row: dict[str, Any] = {"variant": b.variant, "model": variant_label(b.variant, b.spec)}
+        one = _fastest([r for r in at_n if r.get("batch") == 1])
+        if one is not None:
+            row.update(latency_us_batch1=one["latency_ms"] * 1000.0, best_batch1=_config_name(one))
+        if at_n:
+            largest = max(r["batch"] for r in at_n)
+            big = _fastest([r for r in at_n if r["batch"] == largest])
+            if big is not None:
+                row.update(batch=largest, latency_ms=big["latency_ms"], ns_per_jet=big.get("ns_per_jet"),
+                           best_largest=_config_name(big))
+        rows.append(row)
+    names = ", ".join(sorted({device_name(b) for b in benches}))
+    n_particles = benches[0].spec.get("particles") if benches else None
+    return Table(title=f"{dataset_label(dataset)} ({dataset}, N = {n_particles}) on {device}: {names}, "
+                       "best backend per variant",
+                 columns=GPU_COLUMNS, rows=rows, notes=[GPU_NOTE],
+                 context={"dataset": dataset, "device": device, "device_name": names, "particles": n_particles,
+                          "selection": "best backend"},
+                 label=f"resources-{dataset}-{device}-best")
+
+
 def resource_tables(benches: Sequence[Bench]) -> list[Table]:
     tables = []
     for dataset in ordered_datasets(b.dataset for b in benches):
@@ -370,8 +421,10 @@ def resource_tables(benches: Sequence[Bench]) -> list[Table]:
                 title=f"{dataset_label(dataset)} ({dataset}, N = {n_particles}) on {device}: {', '.join(names)}",
                 columns=RESOURCE_COLUMNS, rows=rows, notes=list(dict.fromkeys(notes)),
                 context={"dataset": dataset, "device": device, "device_name": ", ".join(names),
-                         "particles": n_particles},
+                         "particles": n_particles, "selection": "every configuration"},
                 label=f"resources-{dataset}-{device}"))
+            if device.startswith("cuda"):
+                tables.append(gpu_latency_table(dataset, device, [b for v in order for b in on if b.variant == v]))
     if not tables:
         tables.append(Table("No benchmarks", RESOURCE_COLUMNS, notes=["No benchmark files were given."],
                             context={"dataset": None, "device": None, "device_name": None, "particles": None},
