@@ -53,7 +53,9 @@ from tqdm import tqdm
 
 from salt.atomic import atomic_path
 from salt.data.shards import load_manifest
-from salt.models import ModelSpec, build_model, save_model
+from salt.models.checkpoint import save_model
+from salt.models.registry import build_model
+from salt.models.spec import ModelSpec
 from salt.provenance import provenance
 from salt.training.checkpoint import (CHECKPOINT_FORMAT, GlobalBest, Position, load_checkpoint, rng_state, run_fingerprint,
                                       save_checkpoint, set_rng_state)

@@ -7,10 +7,12 @@ import re
 import shlex
 from pathlib import Path
 
+from salt.cli import SUBCOMMANDS
 from salt.data import download as downloads
 from salt.data.archive import glob_escape
 from salt.data.kinematics import JET_SORTS, POINT_SORTS
 from salt.data.sources import SOURCES
+from salt.dependencies import source_files
 
 
 wildcard_constraints:
@@ -119,37 +121,16 @@ check_config()
 
 # ---------------------------------------------------------------------------
 # Source files each stage depends on: editing them re-runs that stage (and what follows),
-# nothing upstream. Snakemake's code trigger only sees the shell text, so they are inputs.
+# nothing upstream. Snakemake's code trigger only sees the shell text, so they are inputs,
+# derived from the imports of the stage's module (salt/dependencies.py), never listed by hand.
 
 
-def src(*names):
-    return [f"salt/{n}.py" for n in names]
+def stage_src(stage, *modules):
+    """The salt/ files `salt <stage>` runs: its module, `modules`, and everything they import."""
+    return source_files([SUBCOMMANDS[stage][0], *modules])
 
 
-MODEL_SRC = [
-    str(p)
-    for p in sorted(Path("salt/models").glob("*.py"))
-    if p.stem not in ("cost", "reference")
-]
-TRAINING_SRC = [str(p) for p in sorted(Path("salt/training").glob("*.py"))]
-SRC = {
-    "generate": src("data/sources/pythia", "atomic"),
-    # plus the dataset's own reader: preprocess_src(dataset)
-    "preprocess": src(
-        "data/preprocess",
-        "data/kinematics",
-        "data/record",
-        "data/shards",
-        "data/sources/__init__",
-    ),
-    "manifest": src("data/shards"),
-    "train": src("train", "data/loader") + TRAINING_SRC + MODEL_SRC,
-    "evaluate": src("evaluate", "metrics", "data/loader") + MODEL_SRC,
-    "bench": src("bench", "models/cost")
-    + [str(p) for p in sorted(Path("salt/benchmarking").glob("*.py"))]
-    + MODEL_SRC,
-    "report": [str(p) for p in sorted(Path("salt/report").glob("*.py"))] + src("metrics"),
-}
+SRC = {stage: stage_src(stage) for stage in ("generate", "preprocess", "manifest", "train", "evaluate", "bench", "report")}
 
 
 # ---------------------------------------------------------------------------
@@ -367,12 +348,9 @@ def raw_listing(dataset, shard):
 
 
 def preprocess_src(dataset):
-    """SRC["preprocess"] plus the reader of the dataset's source (pythia files use the JetClass
-    reader with the label branches named in pythia.py)."""
-    source = dataset_cfg(dataset)["source"]
-    reader = SOURCES[source].removeprefix("salt.").replace(".", "/")
-    extra = [f"salt/{reader}.py"] + (src("data/sources/pythia") if source == "pythia" else [])
-    return SRC["preprocess"] + extra
+    """The preprocessing sources plus the reader of the dataset's source, which preprocess.py
+    imports by name (salt.data.sources.SOURCES), so that no import statement shows it."""
+    return stage_src("preprocess", SOURCES[dataset_cfg(dataset)["source"]])
 
 
 def reader_options(dataset):
