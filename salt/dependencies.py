@@ -21,10 +21,10 @@ from functools import lru_cache
 from pathlib import Path
 
 PACKAGE = "salt"
-# Modules every stage runs that shape how a result is written and labelled, never its values: the
-# package version, atomic writes, the provenance record. Following them would make an edit to one
-# re-run the whole pipeline, downloads' preprocessing included.
-NOT_IN_RESULT = ("salt", "salt.atomic", "salt.provenance")
+# Modules every stage runs that shape how a command is called and a result written and labelled,
+# never its values: the package version, the command line, atomic writes, the provenance record.
+# Following them would make an edit to one re-run the whole pipeline, downloads' preprocessing included.
+NOT_IN_RESULT = ("salt", "salt.cli", "salt.atomic", "salt.provenance")
 
 
 def source_files(modules: Iterable[str], root: str | Path = ".",

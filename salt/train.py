@@ -52,6 +52,7 @@ import torch.distributed as torch_dist
 from tqdm import tqdm
 
 from salt.atomic import atomic_path
+from salt.cli import json_value
 from salt.data.shards import load_manifest
 from salt.models.checkpoint import save_model
 from salt.models.registry import build_model
@@ -353,8 +354,8 @@ def _write_history(path: Path, rows: list[dict[str, Any]]) -> None:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--manifest", required=True, help="manifest.json of the shards to train on")
-    parser.add_argument("--spec", required=True, help="JSON model spec (variant knobs)")
-    parser.add_argument("--train-config", required=True,
+    parser.add_argument("--spec", required=True, type=json_value, help="JSON model spec (variant knobs)")
+    parser.add_argument("--train-config", required=True, type=json_value,
                         help="JSON training settings (schedule, lr, ...; see TrainSettings)")
     parser.add_argument("--seed", type=int, required=True)
     parser.add_argument("--device", default="cpu", help="cpu or cuda (each torchrun rank takes cuda:LOCAL_RANK)")
@@ -378,7 +379,8 @@ def launch(args: argparse.Namespace) -> int:
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 
     os.environ.setdefault("TORCHELASTIC_SIGNALS_TO_HANDLE", "SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1")
-    rank_args = ["--manifest", args.manifest, "--spec", args.spec, "--train-config", args.train_config,
+    rank_args = ["--manifest", args.manifest, "--spec", json.dumps(args.spec),
+                 "--train-config", json.dumps(args.train_config),
                  "--seed", str(args.seed), "--device", args.device, "--threads", str(args.threads),
                  "--output-dir", args.output_dir]
     try:
@@ -402,9 +404,9 @@ def main(args: argparse.Namespace) -> int:
     rank = int(os.environ.get("RANK", "0"))
     logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING,
                         format=f"%(asctime)s %(levelname)s{f' [rank {rank}]' if rank else ''} %(message)s")
-    settings = TrainSettings.from_dict(json.loads(args.train_config))
+    settings = TrainSettings.from_dict(args.train_config)
     try:
-        summary = train(args.manifest, json.loads(args.spec), settings, seed=args.seed, device=args.device,
+        summary = train(args.manifest, args.spec, settings, seed=args.seed, device=args.device,
                         out_dir=args.output_dir, threads=args.threads)
     except Preempted as stop:
         log.warning("%s: checkpoint saved in %s; exiting with %d so the job is retried", stop, args.output_dir,

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from salt.cli import json_value
 from salt.data import sources
 from salt.data.kinematics import required_fields, sort_and_pad
 from salt.data.record import KINDS, Record, RecordError
@@ -139,8 +140,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--test-fraction", type=float, default=0.15)
     parser.add_argument("--seed", type=int, default=42, help="split seed")
     parser.add_argument("--step", type=int, default=50_000, help="objects read per chunk (bounds memory)")
-    parser.add_argument("--options", default="{}", help="JSON of reader options")
-    parser.add_argument("--config", default="{}", help="JSON of the settings to record in the shards")
+    parser.add_argument("--options", default={}, type=json_value, help="JSON of reader options")
+    parser.add_argument("--config", default={}, type=json_value, help="JSON of the settings to record in the shards")
     parser.add_argument("--progress", action="store_true")
 
 
@@ -150,7 +151,7 @@ def main(args: argparse.Namespace) -> int:
         counts = preprocess(args.source, args.input, {s: getattr(args, f"output_{s}") for s in SPLITS},
                             sort=args.sort, n_particles=args.particles, features=args.features, split=args.split,
                             val_fraction=args.val_fraction, test_fraction=args.test_fraction, seed=args.seed,
-                            step=args.step, options=json.loads(args.options), config=json.loads(args.config),
+                            step=args.step, options=args.options, config=args.config,
                             progress=args.progress)
     except (RecordError, ShardError, FileNotFoundError) as exc:  # bad input: the message names file and entry
         print(f"salt preprocess: error: {exc}", file=sys.stderr)

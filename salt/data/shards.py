@@ -28,6 +28,7 @@ import hdf5plugin  # registers the Blosc filter with HDF5: every reader of shard
 import numpy as np
 
 from salt.atomic import atomic_path, write_json
+from salt.cli import json_value
 from salt.provenance import file_md5, provenance
 
 SCHEMA_VERSION = 1
@@ -252,13 +253,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(f"--{split}", nargs="*", default=[], metavar="SHARD", help=f"{split} shards")
     parser.add_argument("--normalisation", choices=NORMALISATIONS, default="robust")
     parser.add_argument("--seed", type=int, default=0, help="seed of the particle sample used for quantiles")
-    parser.add_argument("--config", default="{}", help="JSON of the settings that made these shards (recorded)")
+    parser.add_argument("--config", default={}, type=json_value,
+                        help="JSON of the settings that made these shards (recorded)")
     parser.add_argument("--output", required=True, help="manifest.json to write")
 
 
 def main(args: argparse.Namespace) -> int:
     manifest = build_manifest({s: getattr(args, s) for s in SPLITS}, args.normalisation, args.seed,
-                              json.loads(args.config))
+                              args.config)
     write_json(args.output, manifest)
     counts = {s: manifest["splits"][s]["n_jets"] for s in SPLITS}
     print(f"manifest {args.output}: {counts} jets, features {manifest['features']}, sort {manifest['sort']}")

@@ -150,12 +150,12 @@ def main(args: argparse.Namespace) -> int:
         try:
             spec_dict["conv_heights"] = [int(v) for v in args.conv_heights.split(",") if v.strip()]
         except ValueError:
-            print(f"salt model-info: --conv-heights {args.conv_heights!r}: expected integers like 1,3,5", file=sys.stderr)
+            print(f"salt model-info: error: --conv-heights {args.conv_heights!r}: expected integers like 1,3,5", file=sys.stderr)
             return 2
     try:
         spec = ModelSpec.from_dict(spec_dict)
     except ValueError as err:
-        print(f"salt model-info: {err}", file=sys.stderr)
+        print(f"salt model-info: error: {err}", file=sys.stderr)
         return 2
     cost = model_cost(spec)
     if args.json:
