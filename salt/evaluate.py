@@ -17,7 +17,7 @@ import torch
 
 from salt.atomic import atomic_path, write_json
 from salt.data.loader import load_split
-from salt.data.shards import load_manifest
+from salt.data.shards import load_manifest, verify_shards
 from salt.metrics import compute_metrics, json_safe
 from salt.models import load_model
 from salt.provenance import provenance
@@ -44,6 +44,7 @@ def evaluate(model_path: str | Path, manifest_path: str | Path, *, device: str =
     if extra.get("classes") not in (None, manifest["classes"]):
         raise ValueError(f"{model_path} was trained on classes {extra['classes']}, "
                          f"but {manifest_path} has {manifest['classes']}")
+    verify_shards(manifest, ("test",))
     test = load_split(manifest, "test").to(dev)
     scores = predict(model, test.x, test.mask)
     labels = test.y.cpu().numpy()

@@ -41,6 +41,7 @@ import math
 import os
 import signal
 import sys
+import tempfile
 import time
 from contextlib import nullcontext
 from dataclasses import asdict
@@ -53,7 +54,7 @@ from tqdm import tqdm
 
 from salt.atomic import atomic_path
 from salt.cli import json_value
-from salt.data.shards import load_manifest
+from salt.data.shards import load_manifest, verify_shards
 from salt.models.checkpoint import save_model
 from salt.models.registry import build_model
 from salt.models.spec import ModelSpec
@@ -113,6 +114,10 @@ class _Run:
         self.manifest = load_manifest(manifest_path)
         self.spec = dict(spec)
         _check_spec(self.spec, self.manifest, manifest_path)
+        if dist.rank == 0:   # once per job; the other ranks wait for the result
+            _check_writable(out)
+            verify_shards(self.manifest, ("train", "val"))
+        dist.barrier()
         self.checkpoint_path = out / "checkpoint.pt"
         self.is_main = dist.rank == 0
         self.hook = signal_hook()
@@ -339,6 +344,15 @@ def _check_spec(spec: dict[str, Any], manifest: dict[str, Any], path: str | Path
     spec.setdefault("particles", manifest["n_particles"])
     spec.setdefault("features", len(manifest["features"]))
     spec.setdefault("classes", classes)
+
+
+def _check_writable(out: Path) -> None:
+    """Fail now, not at the first checkpoint an epoch later, if the outputs cannot be written."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=out).close()
+    except OSError as err:
+        raise ValueError(f"{out}: cannot write the model directory ({err.strerror or err})") from err
 
 
 def _write_history(path: Path, rows: list[dict[str, Any]]) -> None:

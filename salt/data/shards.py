@@ -248,6 +248,22 @@ def load_manifest(path: str | Path) -> dict[str, Any]:
     return manifest
 
 
+def verify_shards(manifest: dict[str, Any], splits: Iterable[str], root: str | Path | None = None) -> None:
+    """Check the shards of `splits` against the manifest's md5s before a job uses them.
+
+    A shard changed after the manifest was built (a disk error, a hand edit, a copy gone wrong)
+    keeps its size and often its mtime, and would otherwise be trained on silently. One sequential
+    read per shard and job, far less than the epochs that follow."""
+    base = Path(root) if root is not None else Path()
+    for split in splits:
+        for entry in manifest["splits"][split]["shards"]:
+            path = base / entry["path"]
+            actual = file_md5(path)
+            if actual != entry["md5"]:
+                raise ShardError(f"{path}: md5 {actual}, but the manifest lists {entry['md5']}; the shard changed "
+                                 f"after the manifest was built (re-run its preprocessing and the manifest)")
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     for split in SPLITS:
         parser.add_argument(f"--{split}", nargs="*", default=[], metavar="SHARD", help=f"{split} shards")
