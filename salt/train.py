@@ -371,6 +371,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--spec", required=True, type=json_value, help="JSON model spec (variant knobs)")
     parser.add_argument("--train-config", required=True, type=json_value,
                         help="JSON training settings (schedule, lr, ...; see TrainSettings)")
+    parser.add_argument("--run-settings", type=json_value, default={},
+                        help=f"JSON of settings that cannot change the result ({', '.join(TrainSettings.NOT_IN_RESULT)}); "
+                             "kept apart so that a workflow can pass them without retraining when they change")
     parser.add_argument("--seed", type=int, required=True)
     parser.add_argument("--device", default="cpu", help="cpu or cuda (each torchrun rank takes cuda:LOCAL_RANK)")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads per process")
@@ -394,7 +397,7 @@ def launch(args: argparse.Namespace) -> int:
 
     os.environ.setdefault("TORCHELASTIC_SIGNALS_TO_HANDLE", "SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1")
     rank_args = ["--manifest", args.manifest, "--spec", json.dumps(args.spec),
-                 "--train-config", json.dumps(args.train_config),
+                 "--train-config", json.dumps(args.train_config), "--run-settings", json.dumps(args.run_settings),
                  "--seed", str(args.seed), "--device", args.device, "--threads", str(args.threads),
                  "--output-dir", args.output_dir]
     try:
@@ -418,7 +421,10 @@ def main(args: argparse.Namespace) -> int:
     rank = int(os.environ.get("RANK", "0"))
     logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING,
                         format=f"%(asctime)s %(levelname)s{f' [rank {rank}]' if rank else ''} %(message)s")
-    settings = TrainSettings.from_dict(args.train_config)
+    stray = sorted(set(args.run_settings) - set(TrainSettings.NOT_IN_RESULT))
+    if stray:
+        raise ValueError(f"--run-settings: {stray} change the result; pass them in --train-config")
+    settings = TrainSettings.from_dict(args.train_config | args.run_settings)
     try:
         summary = train(args.manifest, args.spec, settings, seed=args.seed, device=args.device,
                         out_dir=args.output_dir, threads=args.threads)

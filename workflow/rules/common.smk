@@ -13,6 +13,7 @@ from salt.data.archive import glob_escape
 from salt.data.kinematics import JET_SORTS, POINT_SORTS
 from salt.data.sources import SOURCES
 from salt.dependencies import source_files
+from salt.training.settings import TrainSettings
 
 
 wildcard_constraints:
