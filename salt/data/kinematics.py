@@ -134,6 +134,9 @@ _FEATURES: dict[str, Callable[[Record], ak.Array]] = {
 }
 
 
+# the features every jet record gives, computed from its kinematics (others are record fields)
+DERIVED_FEATURES = tuple(_FEATURES)
+
 # Record fields each derived feature reads; any other feature name is a record field itself.
 FEATURE_FIELDS: dict[str, tuple[str, ...]] = {
     "log_pt": ("pt",), "log_energy": ("energy",),

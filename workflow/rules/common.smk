@@ -8,6 +8,7 @@ import shlex
 from pathlib import Path
 
 from salt.cli import SUBCOMMANDS
+from salt.configcheck import check_datasets, check_variants
 from salt.data import download as downloads
 from salt.data.archive import glob_escape
 from salt.data.kinematics import JET_SORTS, POINT_SORTS
@@ -31,6 +32,7 @@ SPLITS = ("train", "val", "test")
 
 def check_config():
     """Cross-references the schema cannot express; fail early with the offending key."""
+    check_datasets(config)
     for name in config["datasets"]:
         if name not in config["dataset"]:
             raise ValueError(f"config: datasets lists {name!r}, but dataset.{name} is not defined")
@@ -405,6 +407,9 @@ def variant_spec(dataset, variant):
     spec["features"] = len(cfg["features"])
     spec["classes"] = len(cfg["classes"])
     return spec
+
+
+check_variants({(d, v): variant_spec(d, v) for d, v, _, _ in run_matrix()})
 
 
 def as_json(obj):
