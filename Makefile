@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(abspath $(VENV))/bin
 # The CPU wheel; on a GPU machine use e.g. `make TORCH=torch demo` to get the CUDA build.
 TORCH ?= torch==2.13.0
-EXTRAS ?= test,onnx,slurm
+EXTRAS ?= test,onnx,slurm,triton
 CORES ?= all
 
 .PHONY: venv demo test clean

@@ -1,6 +1,6 @@
 """Train one model variant on one (dataset, sort, seed), following the authors' protocol.
 
-Protocol (research/paper.md §3): Adam with Keras' defaults and update rule (lr 1e-3, eps 1e-7), a
+Protocol (the authors' SAL-T4HEP training script): Adam with Keras' defaults and update rule (lr 1e-3, eps 1e-7), a
 phased batch-size schedule, cross entropy (binary for a single sigmoid output), and
 early stopping on the validation loss that behaves like one Keras `model.fit` per
 phase with `EarlyStopping(patience, restore_best_weights=True)` (TF 2.15): its state

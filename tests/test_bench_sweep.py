@@ -189,6 +189,8 @@ def test_sweep_cli_errors(tmp_path, capsys):
     assert "--variant, --dataset and --output" in capsys.readouterr().err
     assert run_cli(tmp_path, "--backends", "cudagraph")[0] == 2
     assert "cudagraph needs a cuda device" in capsys.readouterr().err
+    assert run_cli(tmp_path, "--backends", "eager", "fused")[0] == 2
+    assert "fused needs a cuda device" in capsys.readouterr().err
     assert cli.main(["bench", "--variants", "salt", "--batch", "1", "2"]) == 2
     assert "one --batch" in capsys.readouterr().err
     assert not list(tmp_path.rglob("*.json"))
@@ -250,6 +252,37 @@ def test_cuda_graph_replay_matches_eager(precision):
         step = measure._capture_graph(model, x, mask, 2, dev)
         got = step().float().clone()
     torch.testing.assert_close(got, expected, rtol=1e-3, atol=1e-3)
+
+
+@needs_cuda
+def test_cuda_fused_backend_rows_are_fp32_and_full_attention_is_a_note():
+    pytest.importorskip("triton", reason="the fused backend needs triton")
+    sweep = bench.run_sweep(ModelSpec(model="salt", particles=40, classes=5, blocks=2), device="cuda",
+                            batches=[1, 256], backends=["eager", "fused"], precisions=["fp32", "bf16"], **QUICK)
+    fused = [r for r in sweep["results"] if r["backend"] == "fused"]
+    assert {(r["batch"], r["precision"]) for r in fused} == {(1, "fp32"), (256, "fp32")}
+    assert all(r["latency_ms"] > 0 and r["peak_memory_mb"] > 0 for r in fused)
+    assert any("fused: fp32 only" in n for n in sweep["notes"])
+    sweep = bench.run_sweep(ModelSpec(model="transformer", particles=16, classes=5), device="cuda", batches=[2],
+                            backends=["eager", "fused"], precisions=["fp32"], **QUICK)
+    assert {r["backend"] for r in sweep["results"]} == {"eager"}
+    assert any("full softmax attention" in n for n in sweep["notes"])
+
+
+@needs_cuda
+def test_cuda_fused_graph_replay_matches_eager():
+    pytest.importorskip("triton", reason="the fused backend needs triton")
+    from salt.kernels.fused import FusedClassifier
+
+    spec = ModelSpec(model="salt", particles=150, classes=5, mask=True, blocks=2)
+    dev = torch.device("cuda")
+    torch.manual_seed(0)
+    model = build_model(spec).to(dev).eval()
+    x, mask = bench.random_jets(spec, 512, dev, seed=1)
+    with torch.inference_mode():
+        expected = model(x, mask).clone()
+        got = measure._capture_graph(FusedClassifier(model), x, mask, 2, dev)().clone()
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
 
 
 @needs_cuda

@@ -9,13 +9,15 @@ from pathlib import Path
 
 import torch
 
+from salt.kernels.fused import fused_extra_bytes
 from salt.models import ModelSpec, build_model
 from salt.models.classifier import JetClassifier
 
 
-BACKENDS = ("eager", "compile", "cudagraph", "onnxruntime")
+BACKENDS = ("eager", "compile", "cudagraph", "onnxruntime", "fused")
+CUDA_ONLY_BACKENDS = ("cudagraph", "fused")  # fused: the one-kernel Triton forward (salt/kernels), fp32
 PRECISIONS = ("fp32", "bf16")
-DEFAULT_BACKENDS = {"cpu": ("eager", "onnxruntime"), "cuda": ("eager", "cudagraph")}
+DEFAULT_BACKENDS = {"cpu": ("eager", "onnxruntime"), "cuda": ("eager", "cudagraph", "fused")}
 DEFAULT_PRECISIONS = {"cpu": ("fp32",), "cuda": ("fp32", "bf16")}
 DEFAULT_BATCHES = (1, 4096)
 DEFAULT_CPU_BUDGET_GB = 8.0
@@ -31,7 +33,8 @@ MEMORY_NOTE = {
             "resident set at start, less library code paged in: weights, inputs, intermediates, allocator slack; "
             "compile: not measured (null), the compiler's own memory would dominate"),
     "cuda": ("torch.cuda.max_memory_allocated after reset_peak_memory_stats, weights and inputs on the device; "
-             "cudagraph: warm-up and capture included; compile: after compiling; onnxruntime: not measured (null)"),
+             "cudagraph and fused: warm-up and capture included; compile: after compiling; "
+             "onnxruntime: not measured (null)"),
 }
 
 
@@ -109,14 +112,16 @@ def estimate_memory_mb(spec: ModelSpec, batch: int, *, backend: str = "eager", d
     the estimate errs high there, which is the safe side for a skip decision.
     """
     n, d, dff, h = spec.particles, spec.d_model, spec.d_ff, spec.heads
+    weights = 4 * _param_count(spec)
+    inputs = batch * n * (4 * spec.features + 1) + 4 * batch * spec.classes
+    if backend == "fused":  # activations stay on chip: the packed weights and the scratch buffer
+        return ESTIMATE_OVERHEAD_MB + (weights + inputs + fused_extra_bytes(spec, batch)) / 2**20
     keys = n if spec.attention == "full" else spec.partitions
     per_particle = 6 * d + 2 * dff + 3 * h * keys  # floats alive per particle
     if impl == "straightforward" and spec.attention != "full":
         per_particle += 4 * d  # K and V at full length, zero-padded
     jets = slice_jets(spec, batch, backend=backend, device=device, chunk_rows=chunk_rows)
     working = 4 * jets * n * per_particle * (ESTIMATE_BF16_FACTOR if precision == "bf16" else 1.0)
-    weights = 4 * _param_count(spec)
-    inputs = batch * n * (4 * spec.features + 1) + 4 * batch * spec.classes
     total = (weights + inputs + working) / 2**20
     if backend == "onnxruntime":
         total *= ESTIMATE_ARENA_FACTOR

@@ -1,5 +1,5 @@
-"""One configuration timed inside the measuring process: eager, torch.compile, CUDA graphs or
-ONNX Runtime, with its peak memory."""
+"""One configuration timed inside the measuring process: eager, torch.compile, CUDA graphs,
+ONNX Runtime or the fused Triton kernel (in a CUDA graph), with its peak memory."""
 
 from __future__ import annotations
 
@@ -35,6 +35,20 @@ def onnxruntime_missing(kind: str) -> str | None:
     if kind == "cuda" and "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
         return ("onnxruntime has no CUDAExecutionProvider here (install onnxruntime-gpu): "
                 "backend onnxruntime skipped on cuda")
+    return None
+
+
+def fused_missing(spec: ModelSpec) -> str | None:
+    """Why the fused backend cannot run `spec` here, or None when it can."""
+    from salt.kernels.fused import coverage
+
+    reason = coverage(spec)
+    if reason is not None:
+        return f"fused: {reason}; backend fused not run for {spec.model} (its eager figures are the eager rows)"
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return "triton is not installed (pip install 'salt[triton]'): backend fused skipped"
     return None
 
 
@@ -183,6 +197,10 @@ def measure_config(job: dict[str, Any]) -> dict[str, Any]:
         else:
             torch.manual_seed(job["seed"])
             model = build_model(spec, impl=job["impl"]).to(dev).eval()
+            if backend == "fused":
+                from salt.kernels.fused import FusedClassifier
+
+                model = FusedClassifier(model)
             if job["chunk_rows"] is not None:
                 model.inference_chunk_rows = job["chunk_rows"]
             stack.enter_context(torch.inference_mode())
@@ -190,7 +208,7 @@ def measure_config(job: dict[str, Any]) -> dict[str, Any]:
                 stack.enter_context(torch.autocast(kind, dtype=torch.bfloat16, cache_enabled=backend != "cudagraph"))
             if kind == "cuda":
                 torch.cuda.reset_peak_memory_stats(dev)
-            if backend == "cudagraph":
+            if backend in ("cudagraph", "fused"):  # fused: one kernel, replayed without Python's launch cost
                 step = _capture_graph(model, x, mask, job["warmup"], dev)
             else:
                 run = torch.compile(model) if backend == "compile" else model

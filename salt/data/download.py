@@ -95,7 +95,7 @@ def _jetclass_files() -> dict[str, FileSpec]:
     return files
 
 
-# md5s: JetClass from ParT's get_datasets.py; hls4ml as quoted from Zenodo (research/datasets.md).
+# md5s: JetClass from ParT's get_datasets.py; hls4ml as published on its Zenodo record.
 DATASETS: dict[str, Dataset] = {
     "jetclass": Dataset("https://zenodo.org/records/6619768/files/{name}?download=1", _jetclass_files()),
     "jetclass_example": Dataset("https://hqu.web.cern.ch/datasets/JetClass/example/{name}",

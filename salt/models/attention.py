@@ -1,6 +1,6 @@
 """Attention over the particles of a jet: full softmax, and the Linformer / SAL-T family.
 
-Semantics follow the authors' Keras code (research/paper.md §1.1-1.3). Each linear
+Semantics follow the authors' Keras code (github.com/aaronw5/SAL-T4HEP). Each linear
 variant has two forward paths that compute the same function:
 
 * ``straightforward`` is a line-by-line port: K and V are zero-padded and cut into

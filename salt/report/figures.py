@@ -51,7 +51,7 @@ PALETTE = ["#3f90da", "#ffa90e", "#bd1f01", "#94a4a2", "#832db6", "#a96b59", "#e
            "#92dadd"]
 SORT_MARKERS = {"kt": "o", "pt": "s", "deltaR": "^", "radius": "D", "none": "v"}
 SORT_MATH = {"kt": r"$k_\mathrm{T}$", "pt": r"$p_\mathrm{T}$", "deltaR": r"$\Delta R$"}
-BACKEND_LINES = {"eager": "-", "compile": "--", "onnxruntime": ":", "cudagraph": "-."}
+BACKEND_LINES = {"eager": "-", "compile": "--", "onnxruntime": ":", "cudagraph": "-.", "fused": (0, (5, 1, 1, 1, 1, 1))}
 
 STYLE = {
     **hep.style.CMS,
@@ -336,7 +336,7 @@ def fig_latency_vs_n(ctx: Context) -> plt.Figure:
                     n = np.array([r["particles"] for r in pts], dtype=float)
                     y = np.array([r["ns_per_jet"] for r in pts], dtype=float)
                     label = ctx.labels.get(b.variant, b.variant) + ("" if backend == "eager" else f" ({backend})")
-                    ax.plot(n, y, BACKEND_LINES.get(backend, "-"), marker="o", ms=3.5,
+                    ax.plot(n, y, linestyle=BACKEND_LINES.get(backend, "-"), marker="o", ms=3.5,
                             color=ctx.colours.get(b.variant, "black"), label=label)
                     p10 = [r.get("latency_ms_p10") for r in pts]
                     p90 = [r.get("latency_ms_p90") for r in pts]

@@ -8,7 +8,7 @@
   only in `partitions` (otherwise the table is written with a note, so the DAG is fixed);
 * summary: per dataset, the best model for each quantity with the runner-up.
 
-Rejections follow salt.metrics (research/paper.md §3): every number is named by its exact
+Rejections follow salt.metrics: every number is named by its exact
 definition, and an infinite rejection (no background jet passed) is shown as "> bound", the
 bound being the mean with each such value replaced by its background count.
 """
@@ -283,7 +283,7 @@ RESOURCE_COLUMNS = [
     Column("latency_ms_batch1_p10", "ms (batch 1), p10", "number", 4, display=False),
     Column("latency_ms_batch1_p90", "ms (batch 1), p90", "number", 4, display=False),
 ]
-RESOURCE_NOTE = ("FLOPs (paper): the authors' TF-profiler convention (research/paper.md §1.7, the E/F einsum and "
+RESOURCE_NOTE = ("FLOPs (paper): the authors' TF-profiler convention (TensorFlow's v1 profiler on the frozen Keras graph; the E/F einsum and "
                  "activations not counted); FLOPs (full): every multiply-add counted. ns/jet, jets/s and peak memory at "
                  "the largest batch measured (the Batch column; configurations not measured are named below); µs (batch 1): one jet per call. Threads 'all' = every core.")
 
