@@ -450,7 +450,7 @@ def _main_compare(args: argparse.Namespace) -> int:
         return 2
     batches, threads_list = args.batch or [1024], args.threads or [1]
     if len(batches) != 1 or len(threads_list) != 1:
-        print("salt bench: the comparison mode (--variants) takes one --batch and one --threads; "
+        print("salt bench: error: the comparison mode (--variants) takes one --batch and one --threads; "
               "sweeps are the --spec mode's", file=sys.stderr)
         return 2
     batch = batches[0]
