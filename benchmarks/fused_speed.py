@@ -1,10 +1,10 @@
 #!/usr/bin/env python
 """The fused Triton SAL-T forward against its goals and its baselines, on one GPU, in one run.
 
-    python benchmarks/fused_speed.py [--device cuda] [--compile] [--output fused_speed.json]
+    python benchmarks/fused_speed.py [--device cuda] [--quick] [--compile] [--output fused_speed.json]
 
-Steps, all in this process (a few minutes on an H200; --compile adds torch.compile baselines,
-minutes more):
+Steps, all in this process (a few minutes on an H200, most of it compiling kernel variants;
+--quick tunes over fewer of them; --compile adds torch.compile baselines, minutes more):
 1. Exactness on the GPU: fused vs eager logits (fp32) for SAL-T with and without a mask, two
    blocks, the Linformer and N = 1024; max |diff| must be <= 1e-5.
 2. Tuning: the kernel's rows per tile (block_n), warps per program and tl.dot precision
@@ -103,6 +103,7 @@ def check_exactness(dev: torch.device, precision: str) -> list[dict[str, Any]]:
 # (rows per tile, warps per program) tried at batch 4096; on sm_90 under Triton 3.9, 32 x 4 and
 # 64 x 8 compile to ~180 registers per thread without spills, 64 x 4 and 16 x 1 spill
 TILES = ((16, 1), (32, 2), (32, 4), (64, 4), (64, 8), (128, 8))
+QUICK_TILES = ((32, 4), (64, 8))
 Config = tuple[int, int, str]  # block_n, num_warps, precision
 
 
@@ -115,7 +116,7 @@ def tune(n: int, dev: torch.device, args: argparse.Namespace, precisions: list[s
     x, mask = random_jets(spec, args.batch, dev, seed=1)
     rows = []
     for precision in precisions:
-        for block_n, warps in TILES:
+        for block_n, warps in QUICK_TILES if args.quick else TILES:
             if block_n > max(16, 1 << (n - 1).bit_length()):
                 continue
             row: dict[str, Any] = {"n": n, "block_n": block_n, "num_warps": warps, "precision": precision}
@@ -269,10 +270,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compile", action="store_true", help="also torch.compile'd baselines (minutes more)")
     parser.add_argument("--peak-tflops", type=float, default=None,
                         help="the GPU's fp32 peak (default: SMs x fp32 lanes x 2 x max SM clock)")
-    parser.add_argument("--precisions", nargs="+", default=["ieee", "tf32x3"], choices=["ieee", "tf32x3"],
-                        help="tl.dot input precisions to try (each must pass the 1e-5 check; default both)")
+    parser.add_argument("--precisions", nargs="+", default=None, choices=["ieee", "tf32x3"],
+                        help="tl.dot input precisions to try (each must pass the 1e-5 check; default both, "
+                             "--quick: ieee)")
+    parser.add_argument("--quick", action="store_true",
+                        help=f"tune over {len(QUICK_TILES)} tiles instead of {len(TILES)} (every tile and precision "
+                             "is a kernel compile of a few seconds)")
     parser.add_argument("--output", help="also write every figure here as JSON")
     args = parser.parse_args(argv)
+    if args.precisions is None:
+        args.precisions = ["ieee"] if args.quick else ["ieee", "tf32x3"]
     if not torch.cuda.is_available() or not args.device.startswith("cuda"):
         print(f"fused_speed.py: needs a CUDA device (torch {torch.__version__}, built with CUDA "
               f"{torch.version.cuda}, cuda available: {torch.cuda.is_available()}); run it on a GPU machine",

@@ -58,8 +58,9 @@ from salt.models import ModelSpec, build_model
 from salt.benchmarking.isolation import describe, measure_isolated
 from salt.benchmarking.limits import (BACKENDS, CUDA_ONLY_BACKENDS, DEFAULT_BACKENDS, DEFAULT_BATCHES, DEFAULT_CPU_BUDGET_GB,
                                       DEFAULT_PRECISIONS, GPU_BUDGET_SHARE, MEMORY_NOTE, MIN_TIMED_PASSES,
-                                      PRECISIONS, TIMING_NOTE, BenchError, default_memory_budget_mb, device_kind,
-                                      estimate_memory_mb, memory_headroom_mb, require_device, resolve_threads)
+                                      PRECISIONS, TIMING_NOTE, BenchError, attention_assumption, attention_kernel,
+                                      default_memory_budget_mb, device_kind, estimate_memory_mb, memory_headroom_mb,
+                                      require_device, resolve_threads)
 from salt.benchmarking.measure import export_onnx, fused_missing, onnxruntime_missing
 from salt.benchmarking.runtime import num_threads, random_jets, synchronize, tune_allocator
 from salt.models.classifier import JetClassifier
@@ -230,12 +231,16 @@ def run_sweep(spec: ModelSpec, *, device: str = "cpu", particles: Sequence[int] 
                         for batch in batches:
                             point = {"particles": n, "batch": batch, "threads": t, "backend": backend,
                                      "precision": precision}
+                            kernel = attention_kernel(spec_n, device, precision, backend)
                             estimate = estimate_memory_mb(spec_n, batch, backend=backend, device=device, impl=impl,
-                                                          chunk_rows=chunk_rows, precision=precision)
+                                                          chunk_rows=chunk_rows, precision=precision, kernel=kernel,
+                                                          threads=resolve_threads(t) if kind == "cpu" else 1)
                             if estimate > budget:
-                                reason = (f"estimated peak memory {estimate:.0f} MB exceeds the budget of "
+                                reason = (f"estimated peak memory {estimate:.0f} MB "
+                                          f"({attention_assumption(spec_n, kernel)}) exceeds the budget of "
                                           f"{budget:.0f} MB")
-                                skipped.append({**point, "reason": reason, "estimated_memory_mb": round(estimate, 1)})
+                                skipped.append({**point, "reason": reason, "estimated_memory_mb": round(estimate, 1),
+                                                "attention_kernel": kernel})
                                 log(f"{describe(point)}: skipped, {reason}")
                                 continue
                             if backend == "onnxruntime" and onnx_path is None:
@@ -294,14 +299,16 @@ def bench_device_info(device: str) -> dict[str, Any]:
         index = torch.device(device).index or 0
         props = torch.cuda.get_device_properties(index)
         info["compute_capability"] = f"{props.major}.{props.minor}"
-        info["sm_clock_mhz"] = _nvidia_smi(index, "clocks.sm")
-        info["max_sm_clock_mhz"] = _nvidia_smi(index, "clocks.max.sm")
+        # nvidia-smi counts every GPU of the node, torch only those in CUDA_VISIBLE_DEVICES: ask by UUID
+        smi_id = f"GPU-{props.uuid}" if getattr(props, "uuid", None) is not None else str(index)
+        info["sm_clock_mhz"] = _nvidia_smi(smi_id, "clocks.sm")
+        info["max_sm_clock_mhz"] = _nvidia_smi(smi_id, "clocks.max.sm")
     return info
 
 
-def _nvidia_smi(index: int, query: str) -> str | None:
+def _nvidia_smi(gpu: str, query: str) -> str | None:
     try:
-        out = subprocess.run(["nvidia-smi", f"--id={index}", f"--query-gpu={query}", "--format=csv,noheader,nounits"],
+        out = subprocess.run(["nvidia-smi", f"--id={gpu}", f"--query-gpu={query}", "--format=csv,noheader,nounits"],
                              capture_output=True, text=True, timeout=10, check=True).stdout.strip()
         return out.splitlines()[0] if out else None
     except (OSError, subprocess.SubprocessError, IndexError):

@@ -22,6 +22,7 @@ from salt.metrics import compute_metrics, json_safe
 from salt.models import load_model
 from salt.models.classifier import JetClassifier
 from salt.provenance import provenance
+from salt.training.distributed import resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ def inference_model(model: JetClassifier, backend: str, device: torch.device) ->
 def evaluate(model_path: str | Path, manifest_path: str | Path, *, device: str = "cpu", threads: int = 1,
              backend: str = "eager") -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     torch.set_num_threads(threads)
-    dev = torch.device(device if device != "cuda" or torch.cuda.is_available() else "cpu")
+    dev = resolve_device(device)
     model, extra = load_model(model_path, map_location="cpu")
     model = model.to(dev).eval()
     spec = model.spec

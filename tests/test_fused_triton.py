@@ -36,6 +36,20 @@ def test_fused_reproduces_reference_fixtures(diffs, case):
     assert diffs[case] <= TOLERANCE, f"{case}: max |diff| to eager or the Keras probabilities {diffs[case]:.2e}"
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("knobs, has_mask, options", [
+    (dict(model="salt", blocks=2, mask=True), True, dict(block_n=32, num_warps=4, precision="ieee")),
+    (dict(model="salt_noconv", aggregation="mean"), False, dict(block_n=64, num_warps=8, precision="tf32x3")),
+], ids=["salt_2blocks_mask", "noconv_mean_tf32x3"])
+def test_kernel_compiles_for_sm90(knobs, has_mask, options):
+    """The interpreter does not run Triton's compiler: compile for an H100/H200 ahead of time
+    (this process never sets TRITON_INTERPRET, so the kernel here is the compiled kind)."""
+    from fusedcheck import compile_for_gpu
+
+    kernel = compile_for_gpu(ModelSpec(particles=150, classes=5, **knobs), has_mask=has_mask, **options)
+    assert kernel.asm["cubin"]
+
+
 def test_full_attention_falls_back_to_eager_with_one_logged_line(caplog):
     model = build_model(ModelSpec(model="transformer", particles=16, classes=2))
     with caplog.at_level(logging.WARNING, logger="salt.kernels.fused"):

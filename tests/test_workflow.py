@@ -122,7 +122,7 @@ def test_settings_that_cannot_change_a_result_rerun_nothing(finished_run):
 def test_html_report_has_every_table_and_figure(finished_run):
     proc = snakemake(finished_run, "--report", "report.html")
     assert (finished_run / "report.html").stat().st_size > 100_000
-    for table in ("accuracy", "resources", "partitions", "summary"):
+    for table in ("accuracy", "resources", "partitions", "summary", "binary"):
         assert f"Adding {table}.html" in proc.stderr
     for fig in ("roc", "accuracy_per_sort", "accuracy_vs_multiplicity", "latency_vs_n", "accuracy_vs_flops",
                 "attention_maps"):

@@ -18,7 +18,7 @@ import torch
 
 from salt.models import ModelSpec, build_model
 from salt.benchmarking.limits import MIN_TIMED_PASSES, device_kind, resolve_threads
-from salt.benchmarking.runtime import random_jets, synchronize, tune_allocator
+from salt.benchmarking.runtime import indexed_device, random_jets, synchronize, tune_allocator
 
 
 def onnxruntime_missing(kind: str) -> str | None:
@@ -183,11 +183,11 @@ def measure_config(job: dict[str, Any]) -> dict[str, Any]:
     rss = _RssPeak() if kind == "cpu" else None  # before anything of this configuration exists
     if job["tune_allocator"]:
         tune_allocator()
-    dev = torch.device(job["device"])
+    dev = indexed_device(job["device"])
     torch.set_num_threads(resolve_threads(job["threads"]) if kind == "cpu" else 1)
     threads = torch.get_num_threads()
     if kind == "cuda":
-        torch.cuda.set_device(dev)
+        torch.cuda.set_device(dev)  # graphs, streams and the allocator's statistics follow the current device
     spec = ModelSpec.from_dict(job["spec"])
     backend, precision = job["backend"], job["precision"]
     x, mask = random_jets(spec, job["batch"], dev, job["seed"])

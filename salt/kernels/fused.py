@@ -24,6 +24,9 @@ log = logging.getLogger(__name__)
 
 # the widest padded d_model, d_ff, heads × partitions and features one program keeps in registers
 MAX_WIDTH = 128
+# compiler options of every launch: multiply-adds contracted to FMAs (as Triton <= 3.9 does by default;
+# stated so a changed default cannot change the numbers)
+FUSED_OPTIONS = {"enable_fp_fusion": True}
 # tl.dot's input precision: "ieee" is exact fp32; "tf32x3" (three TF32 tensor-core products) is near it
 PRECISIONS = ("ieee", "tf32x3")
 
@@ -95,7 +98,7 @@ class FusedClassifier(nn.Module):
     not seen (build a new one). Takes and returns what JetClassifier.forward does.
     """
 
-    def __init__(self, model: JetClassifier, block_n: int | None = None, num_warps: int = 4,
+    def __init__(self, model: JetClassifier, block_n: int | None = None, num_warps: int | None = None,
                  precision: str = "ieee") -> None:
         super().__init__()
         spec = model.spec
@@ -105,14 +108,15 @@ class FusedClassifier(nn.Module):
         if precision not in PRECISIONS:
             raise ValueError(f"fused kernel: precision {precision!r}; expected one of {PRECISIONS}")
         self.spec = spec
-        self.num_warps = num_warps
         n, h, p = spec.particles, spec.heads, spec.partitions
         dp, fp, hpp, ffp, cp = (_pow2(spec.d_model), _pow2(spec.features), _pow2(h * p), _pow2(spec.d_ff),
                                 _pow2(spec.classes))
-        # 32 rows x 4 warps: about 180 registers per thread on sm_90 without spills (64 rows spill)
+        # a tile of 32 rows x 16 columns on 4 warps (one warp per 8 rows): about 180 registers per
+        # thread on sm_90 under Triton 3.9 (110 under 3.6) without spills; 64 rows on 4 warps spill
         self.block_n = block_n or min(_pow2(n), 32)
         if self.block_n < 16 or self.block_n & (self.block_n - 1):
             raise ValueError(f"fused kernel: block_n {self.block_n} must be a power of two >= 16")
+        self.num_warps = num_warps or self.block_n // 8
         blocks = list(model.blocks)
         conv = blocks[0].attn.conv
         taps, top = (conv.size, conv.top) if conv is not None else (1, 0)
@@ -186,7 +190,7 @@ class FusedClassifier(nn.Module):
             x, mask_u8, xs, ls, out, self.we, self.be,
             self.pe, self.pf, self.wk, self.wq, self.wv, self.wo, self.bo, self.mc, self.cb,
             self.w1, self.b1, self.w2, self.b2, self.dyt, self.wh, self.bh, self.wout, self.bout,
-            **{**self.meta, "HAS_MASK": mask is not None}, num_warps=self.num_warps,
+            **{**self.meta, "HAS_MASK": mask is not None}, num_warps=self.num_warps, **FUSED_OPTIONS,
         )
         return out
 

@@ -316,12 +316,16 @@ def fig_latency_vs_n(ctx: Context) -> plt.Figure:
     if not rows_by:
         raise NoData("no benchmark results")
     devices = list(dict.fromkeys(b.device for b, _ in rows_by))
-    batches = sorted({r["batch"] for _, rs in rows_by for r in rs})
-    columns = sorted({batches[0], batches[-1]})
-    fig, axes = plt.subplots(len(devices), len(columns), figsize=(5.2 * len(columns), 4.4 * len(devices)),
-                             squeeze=False)
+    columns = {}  # per device (row): batch 1 and the largest batch measured there
+    for device in devices:
+        batches = sorted({r["batch"] for b, rs in rows_by if b.device == device for r in rs})
+        columns[device] = sorted({batches[0], batches[-1]})
+    width = max(len(c) for c in columns.values())
+    fig, axes = plt.subplots(len(devices), width, figsize=(5.2 * width, 4.4 * len(devices)), squeeze=False)
     for i, device in enumerate(devices):
-        for j, batch in enumerate(columns):
+        for ax in axes[i][len(columns[device]):]:
+            ax.set_axis_off()
+        for j, batch in enumerate(columns[device]):
             ax = axes[i][j]
             at_n0: list[float] = []
             ns_all: list[int] = []
