@@ -27,11 +27,12 @@ class ConfigError(ValueError):
 
 
 # per-particle features a jet source stores beyond the kinematics every jet record derives
-# (JetClass: ParT's particle-ID and track inputs; generated files: particle ID only)
+# (JetClass: ParT's particle-ID and track inputs; generated files: particle ID only; quark-gluon:
+# EnergyFlow's rapidity and PDG id); a source not listed has none
 EXTRA_FEATURES: dict[str, tuple[str, ...]] = {
     "jetclass": tuple(b.removeprefix("part_") for b in PID_BRANCHES + TRACK_BRANCHES),
     "pythia": tuple(b.removeprefix("part_") for b in PID_BRANCHES),
-    "hls4ml": (),
+    "quarkgluon": ("rapidity", "pid"),
 }
 POINT_FEATURES = ("x", "y", "z")
 
