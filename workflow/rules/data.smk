@@ -150,7 +150,7 @@ checkpoint extract_archive:
 
 def preprocess_config(wildcards):
     cfg = dataset_cfg(wildcards.dataset)
-    keys = ("source", "classes", "particles", "features", "split", "step")
+    keys = ("source", "classes", "particles", "truncation", "features", "split", "step")
     return as_json(
         {k: cfg[k] for k in keys if k in cfg}
         | {"sort": wildcards.sort, "options": reader_options(wildcards.dataset)}
@@ -170,6 +170,7 @@ rule preprocess:
         source=lambda wc: dataset_cfg(wc.dataset)["source"],
         particles=lambda wc: dataset_cfg(wc.dataset)["particles"],
         features=lambda wc: " ".join(dataset_cfg(wc.dataset)["features"]),
+        truncation=lambda wc: dataset_cfg(wc.dataset)["truncation"],
         split=lambda wc: (
             f"--split {fixed_split(wc.dataset, wc.shard)}"
             if fixed_split(wc.dataset, wc.shard)
@@ -189,7 +190,7 @@ rule preprocess:
         runtime=60,
     shell:
         "salt preprocess --source {params.source} --input {input.raw:q} --sort {wildcards.sort}"
-        " --particles {params.particles} --features {params.features} {params.split}"
+        " --particles {params.particles} --truncation {params.truncation} --features {params.features} {params.split}"
         " --val-fraction {params.val} --test-fraction {params.test} --seed {params.seed}"
         " --step {params.step} --options {params.options:q} --config {params.config:q}"
         " --output-train {output.train} --output-val {output.val} --output-test {output.test}"
