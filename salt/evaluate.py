@@ -48,7 +48,7 @@ def evaluate(model_path: str | Path, manifest_path: str | Path, *, device: str =
     scores = predict(model, test.x, test.mask)
     labels = test.y.cpu().numpy()
     n_particles = test.n_particles.cpu().numpy()
-    metrics = compute_metrics(labels, scores, manifest["classes"], n_particles=n_particles)
+    metrics = compute_metrics(labels, scores, manifest["classes"], n_particles=n_particles, errors=True)
     from salt.models.cost import model_cost
 
     result = {
