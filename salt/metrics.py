@@ -79,6 +79,7 @@ PART_WORKING_POINTS: Mapping[str, float] = {
 # known from the reviews; the inner edges are our choice until the PDF is read (TODO(PDF)).
 DEFAULT_MULTIPLICITY_BINS = (0, 25, 40, 55, 70, 85, 100, 115, 150)
 ROC_MAX_POINTS = 500
+MIN_CLASS_JETS = 10  # a class enters a multiplicity bin's balanced accuracy with at least this many jets
 BOOTSTRAP_REPLICAS = 50  # the error of a 68 % half-width from 50 replicas is ~10 % of itself
 BOOTSTRAP_MAX_JETS = 100_000  # bigger test sets: replicas of this many jets, errors scaled by sqrt(m/n)
 # Paths whose value is a count or a bookkeeping entry, not a measurement: no uncertainty.
@@ -361,8 +362,9 @@ def accuracy_by_multiplicity(y: np.ndarray, pred: np.ndarray, n_particles: np.nd
 
     The classes' multiplicities differ (top and gluon jets are busier than quark and W/Z jets),
     so a bin's plain accuracy mostly shows its class mix. Each bin therefore also holds the
-    accuracy per class (`per_class`, with `names`) and their mean over the classes present
-    (`balanced_accuracy`), each with its binomial error."""
+    accuracy per class (`per_class`, with `names`) and their mean over the classes with at
+    least MIN_CLASS_JETS jets there (`balanced_accuracy`; a class with 2 jets would swing it by
+    25 points), each with its binomial error."""
     edges = np.asarray(bins, dtype=np.float64)
     if edges.ndim != 1 or len(edges) < 2 or np.any(np.diff(edges) <= 0):
         raise ValueError(f"multiplicity bins must be at least 2 strictly increasing edges, got {list(bins)}")
@@ -386,8 +388,9 @@ def accuracy_by_multiplicity(y: np.ndarray, pred: np.ndarray, n_particles: np.nd
                 in_k = sel & (y == k)
                 per[name] = {"count": int(in_k.sum()), "accuracy": float(correct[in_k].mean()) if in_k.any() else None,
                              "accuracy_error": binomial_error(correct[in_k])}
-            present = [v["accuracy"] for v in per.values() if v["accuracy"] is not None]
-            errors = [v["accuracy_error"] for v in per.values() if v["accuracy"] is not None]
+            enough = [v for v in per.values() if v["count"] >= MIN_CLASS_JETS]
+            present = [v["accuracy"] for v in enough]
+            errors = [v["accuracy_error"] for v in enough]
             entry["per_class"] = per
             entry["balanced_accuracy"] = float(np.mean(present)) if present else None
             entry["balanced_accuracy_error"] = (float(np.sqrt(np.sum(np.square(errors)))) / len(errors)

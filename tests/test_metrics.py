@@ -333,10 +333,21 @@ def test_accuracy_by_multiplicity_counts():
     b = mult["10-20"]
     assert b["per_class"]["qcd"] == {"count": 1, "accuracy": 0.0, "accuracy_error": 0.0}
     assert b["per_class"]["top"]["count"] == 2 and b["per_class"]["top"]["accuracy"] == 1.0
-    assert b["balanced_accuracy"] == pytest.approx(0.5)
+    assert b["balanced_accuracy"] is None  # no class has MIN_CLASS_JETS jets in the bin
     assert b["accuracy_error"] == pytest.approx(np.sqrt(2 / 3 * 1 / 3 / 3))
     with pytest.raises(ValueError, match="increasing"):
         compute_metrics(y, p, ["qcd", "top"], n_particles=n_particles, multiplicity_bins=[0, 20, 10])
+
+
+def test_balanced_accuracy_per_multiplicity_bin():
+    # one bin: 10 qcd jets (8 right) and 12 top jets (6 right); balanced = (0.8 + 0.5) / 2
+    y = np.array([0] * 10 + [1] * 12)
+    p = np.array([0.2] * 8 + [0.8] * 2 + [0.9] * 6 + [0.1] * 6)
+    m = compute_metrics(y, p, ["qcd", "top"], n_particles=np.full(22, 30), multiplicity_bins=[0, 50])
+    b = m["multiplicity"]["0-50"]
+    assert b["accuracy"] == pytest.approx(14 / 22)
+    assert b["balanced_accuracy"] == pytest.approx(0.65)
+    assert b["balanced_accuracy_error"] == pytest.approx(np.sqrt(0.8 * 0.2 / 10 + 0.5 * 0.5 / 12) / 2)
 
 
 def test_aggregate_mean_and_std_over_seeds():

@@ -314,15 +314,16 @@ def fig_accuracy_vs_multiplicity(ctx: Context) -> plt.Figure:
     if ctx.particles and lo_edge < ctx.particles < hi_edge:
         for a in (ax, axc):
             a.axvline(ctx.particles, color="0.2", ls="--", lw=1.0)
-        ax.text(ctx.particles, 1.0, f" N = {ctx.particles}: longer jets are cut", transform=ax.get_xaxis_transform(),
+        ax.text(ctx.particles, 0.98, f" N = {ctx.particles}: longer jets are cut", transform=ax.get_xaxis_transform(),
                 va="top", ha="left", fontsize="x-small")
     axc.set_ylabel("Jet fraction", fontsize="x-small")
     axc.set_xlabel("Constituents per jet")
     ax.set_ylabel("Class-balanced accuracy (%)" if first[0]["balanced"] else "Accuracy (%)")
     ax.set_xlim(lo_edge, hi_edge)
     n = sorted({len(r) for r in runs_by_variant.values()})
-    ax.legend(title=f"{sort_text(sort)}-sorted, ± (std over {'/'.join(map(str, n))} seed(s) ⊕ binomial)", loc="best",
-              title_fontsize="x-small")
+    seeds = "/".join(map(str, n))
+    ax.legend(title=f"{sort_text(sort)}-sorted; error: std over {seeds} seed(s) and binomial, in quadrature",
+              loc="best", title_fontsize="x-small")
     experiment_label(ax, ctx)
     fig.tight_layout()
     return fig

@@ -33,6 +33,12 @@ rule generate:
         pt_min=lambda wc: dataset_cfg(wc.dataset)["generate"]["pt_min"],
         pt_max=lambda wc: dataset_cfg(wc.dataset)["generate"]["pt_max"],
         eta_max=lambda wc: dataset_cfg(wc.dataset)["generate"]["eta_max"],
+        part_pt_min=lambda wc: dataset_cfg(wc.dataset)["generate"]["part_pt_min"],
+        pthat_min=lambda wc: (
+            ""
+            if dataset_cfg(wc.dataset)["generate"]["pthat_min"] is None
+            else f"--pthat-min {dataset_cfg(wc.dataset)['generate']['pthat_min']}"
+        ),
     log:
         "logs/generate/{dataset}/{cls}_{chunk}.log",
     threads: 1
@@ -41,6 +47,7 @@ rule generate:
     shell:
         "salt generate --process {wildcards.cls} --jets {params.jets} --seed {params.seed}"
         " --pt-min {params.pt_min} --pt-max {params.pt_max} --eta-max {params.eta_max}"
+        " --part-pt-min {params.part_pt_min} {params.pthat_min}"
         " --output {output} > {log} 2>&1"
 
 
