@@ -22,8 +22,8 @@ Conventions (all working points are signal efficiencies = TPR):
 * ``stat`` (:func:`statistical_errors`): the test set's statistical uncertainty of every scalar
   metric, under the same '/'-path: binomial sqrt(p(1-p)/n) for accuracies, a bootstrap over
   the test jets for AUCs and rejections (half the central 68 % interval of the replicas, so a
-  replica with no background passing does not make it infinite; None where more than 16 % of
-  the replicas are unbounded). It is what a second, independent test set of the same size
+  replica with no background passing does not make it infinite; inf where more than 16 % of
+  the replicas are unbounded: too few background jets pass to bound the rejection). It is what a second, independent test set of the same size
   would move the number by, and is separate from the spread over training seeds.
 * A metric that cannot be computed (a class absent from the test set) is ``None`` and its
   key (as a '/'-path) appears in ``result["undefined"]`` with the reason. No NaN is ever
@@ -486,8 +486,10 @@ def statistical_errors(labels: np.ndarray, scores: np.ndarray, class_names: Sequ
         if len(a) < max(2, replicas // 2):
             out[k] = None
             continue
-        lo, hi = np.quantile(a, [0.15865, 0.84135])
-        out[k] = float(0.5 * (hi - lo) * math.sqrt(m / n)) if math.isfinite(hi) and math.isfinite(lo) else None
+        with np.errstate(invalid="ignore"):  # inf - inf between two unbounded replicas: nan, caught below
+            lo, hi = np.quantile(a, [0.15865, 0.84135])
+        # more than 16 % of the replicas unbounded (no background passing): the error is too
+        out[k] = float(0.5 * (hi - lo) * math.sqrt(m / n)) if math.isfinite(hi) and math.isfinite(lo) else math.inf
     out["accuracy"] = binomial_error(np.asarray(p.argmax(axis=1) == y))
     return out
 

@@ -438,3 +438,13 @@ def test_compute_metrics_adds_errors_on_request_and_they_survive_aggregation():
     assert set(m["stat"]) >= {"accuracy", "auc", "rej_signal/rej50"}
     agg = aggregate([json_safe(m), json_safe(m)])
     assert agg["stat/auc"]["mean"] == pytest.approx(m["stat"]["auc"])
+
+
+def test_statistical_error_of_an_unbounded_rejection_is_infinite():
+    from salt.metrics import statistical_errors
+
+    y = np.repeat([0, 1], 200)
+    p = np.where(y == 1, 0.6, 0.4) + np.linspace(0, 0.01, 400)  # fully separated: no background passes
+    err = statistical_errors(y, p, ["qcd", "top"], replicas=20)
+    assert err["rej_signal/rej50"] == INF and err["accuracy"] == 0.0
+    assert json.loads(json.dumps(json_safe(err)))["rej_signal/rej50"] == "inf"

@@ -33,7 +33,7 @@ def read(path: Path) -> dict[str, object]:
 @pytest.fixture(scope="module")
 def samples(tmp_path_factory) -> dict[str, tuple[Path, dict]]:
     """40 jets of every class, generated once for the module. A pTHatMin of 0.9 pt_min (the
-    default is lower, for an unshaped spectrum) makes them in a sixth of the events."""
+    default is lower, for an unshaped spectrum) makes them in far fewer events."""
     out = tmp_path_factory.mktemp("pythia")
     result = {}
     for i, process in enumerate(CLASSES):
@@ -161,10 +161,13 @@ def test_jets_are_consistent(samples, process):
     assert set(np.unique(charge)) <= {-1.0, 0.0, 1.0}
     assert flags[:, 0].sum() > 0 and flags[:, 2].sum() > 0  # jets have charged hadrons and photons
 
-    # soft-drop mass never exceeds the jet mass; taus are ordered
+    # soft-drop mass never exceeds the jet mass; taus fall with N, though one-pass kT axes are a
+    # local minimum, so a jet may break the order slightly (seen: tau3 0.6 % above tau2)
     mass = np.sqrt(np.maximum(se**2 - spx**2 - spy**2 - spz**2, 0))
     assert np.all(jet["jet_sdmass"] <= mass * (1 + 1e-4) + 1e-3)
-    assert np.all(jet["jet_tau2"] <= jet["jet_tau1"] + 1e-6) and np.all(jet["jet_tau3"] <= jet["jet_tau2"] + 1e-6)
+    for lower, higher in (("jet_tau1", "jet_tau2"), ("jet_tau2", "jet_tau3")):
+        assert np.all(jet[higher] <= 1.05 * jet[lower] + 1e-6)
+        assert np.mean(jet[higher] <= jet[lower] + 1e-6) >= 0.9
 
 
 @pytest.mark.slow

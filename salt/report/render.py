@@ -93,7 +93,8 @@ def fmt_stat(stat: Stat, digits: int, scale: float) -> str:
     text = fmt_number(stat.mean * scale, digits)
     seeds = fmt_number(stat.std * scale, digits) if stat.n > 1 and stat.std is not None else None
     if stat.error is not None:
-        return f"{text} ± {seeds or MISSING} ± {fmt_number(stat.error * scale, digits)}"
+        error = "∞" if math.isinf(stat.error) else fmt_number(stat.error * scale, digits)
+        return f"{text} ± {seeds or MISSING} ± {error}"
     return f"{text} ± {seeds}" if seeds else text
 
 
