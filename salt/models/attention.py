@@ -1,6 +1,6 @@
 """Attention over the particles of a jet: full softmax, and the Linformer / SAL-T family.
 
-Semantics follow the authors' Keras code (research/paper.md §1.1-1.3). Each linear
+Semantics follow the authors' Keras code (github.com/aaronw5/SAL-T4HEP). Each linear
 variant has two forward paths that compute the same function:
 
 * ``straightforward`` is a line-by-line port: K and V are zero-padded and cut into
@@ -301,11 +301,11 @@ class FullAttention(nn.Module):
         self.v = keras_dense_(nn.Linear(d, d, bias=False))
         self.out = keras_dense_(nn.Linear(d, d))
 
-    def forward(self, x: torch.Tensor, need_weights: bool = False, residual: torch.Tensor | None = None,
-                key_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """x: (B, N, d); key_mask: (B, N) bool, True for particles that may be attended to.
-        Returns (attention(x) [+ residual], weights (B, H, N, N) or None)."""
-        b, n, d = x.shape
+    def sdpa_inputs(self, x: torch.Tensor, key_mask: torch.Tensor | None = None
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(q, k, v, attn_mask) as forward hands them to scaled_dot_product_attention; the memory
+        estimate of salt.benchmarking.limits asks torch which kernel these inputs get."""
+        b, n, _ = x.shape
         h, k = self.heads, self.head_dim
         w = torch.cat([self.q.weight, self.k.weight, self.v.weight])
         q, key, val = F.linear(x, w).view(b, n, 3, h, k).permute(2, 0, 3, 1, 4).unbind(0)
@@ -313,8 +313,16 @@ class FullAttention(nn.Module):
         if key_mask is not None:
             # a jet without particles attends to its (zero) padding rather than to nothing (NaN)
             attn_mask = (key_mask | ~key_mask.any(1, keepdim=True))[:, None, None, :]
+        return q, key, val, attn_mask
+
+    def forward(self, x: torch.Tensor, need_weights: bool = False, residual: torch.Tensor | None = None,
+                key_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """x: (B, N, d); key_mask: (B, N) bool, True for particles that may be attended to.
+        Returns (attention(x) [+ residual], weights (B, H, N, N) or None)."""
+        b, n, d = x.shape
+        q, key, val, attn_mask = self.sdpa_inputs(x, key_mask)
         if need_weights:
-            logits = q @ key.transpose(-1, -2) / math.sqrt(k)
+            logits = q @ key.transpose(-1, -2) / math.sqrt(self.head_dim)
             if attn_mask is not None:
                 logits = logits.masked_fill(~attn_mask, float("-inf"))
             weights = torch.softmax(logits, dim=-1)
