@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 import awkward as ak
 import numpy as np
 
+from salt.data.clustering import declustering_keys
 from salt.data.record import Record, RecordError
 
 TWO_PI = 2.0 * np.pi
@@ -71,6 +72,17 @@ def _key_none(rec: Record) -> ak.Array:
     return -ak.values_astype(index, np.float32)
 
 
+def _key_declustering(name: str) -> Callable[[Record], ak.Array]:
+    """The C/A clustering-history orders (salt.data.clustering): the key is n - position, so the
+    descending sort gives the order; both orders come from one clustering, this keeps one."""
+    def key(rec: Record) -> ak.Array:
+        p = rec.particles
+        counts = np.asarray(ak.num(p.px, axis=1), dtype=np.int64)
+        p4 = np.stack([_flat(p[f], np.float64) for f in ("px", "py", "pz", "energy")])
+        return ak.unflatten(declustering_keys(p4, counts)[name], counts)
+    return key
+
+
 def _key_radius(rec: Record) -> ak.Array:
     # Point clouds: distance from the centroid, sorted descending ("outermost first"). kT = pT·ΔR
     # weights a particle's distance from the axis by its momentum; points carry none (each is an
@@ -85,6 +97,8 @@ JET_SORTS: dict[str, Callable[[Record], ak.Array]] = {
     "pt": _key_pt,
     "deltaR": _key_delta_r,
     "none": _key_none,
+    "ca_depth": _key_declustering("ca_depth"),
+    "lund_kt": _key_declustering("lund_kt"),
 }
 POINT_SORTS: dict[str, Callable[[Record], ak.Array]] = {
     "radius": _key_radius,
@@ -98,6 +112,8 @@ SORT_FIELDS: dict[str, tuple[str, ...]] = {
     "pt": ("pt",),
     "deltaR": ("deta", "dphi"),
     "none": (),
+    "ca_depth": ("px", "py", "pz", "energy"),
+    "lund_kt": ("px", "py", "pz", "energy"),
     "radius": ("x", "y", "z"),
 }
 

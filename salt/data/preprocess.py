@@ -133,7 +133,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--input", required=True, nargs="+", help="raw file(s) of this job")
     for s in SPLITS:
         parser.add_argument(f"--output-{s}", required=True, help=f"{s} shard to write")
-    parser.add_argument("--sort", required=True, help="sort key (kt, pt, deltaR, none; radius for point clouds)")
+    parser.add_argument("--sort", required=True, help="sort key (kt, pt, deltaR, none, ca_depth, lund_kt; radius for point clouds)")
     parser.add_argument("--particles", type=int, required=True, help="particles per object after cut/padding")
     parser.add_argument("--features", nargs="+", required=True, help="per-particle features to store")
     parser.add_argument("--truncation", choices=TRUNCATIONS, default="auto",

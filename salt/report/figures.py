@@ -49,8 +49,8 @@ DPI = 150
 # Petroff's colour-blind-safe sequence (the one mplhep's CMS style starts from), extended to 10.
 PALETTE = ["#3f90da", "#ffa90e", "#bd1f01", "#94a4a2", "#832db6", "#a96b59", "#e76300", "#b9ac70", "#717581",
            "#92dadd"]
-SORT_MARKERS = {"kt": "o", "pt": "s", "deltaR": "^", "radius": "D", "none": "v"}
-SORT_MATH = {"kt": r"$k_\mathrm{T}$", "pt": r"$p_\mathrm{T}$", "deltaR": r"$\Delta R$"}
+SORT_MARKERS = {"kt": "o", "pt": "s", "deltaR": "^", "ca_depth": "P", "lund_kt": "X", "radius": "D", "none": "v"}
+SORT_MATH = {"kt": r"$k_\mathrm{T}$", "pt": r"$p_\mathrm{T}$", "deltaR": r"$\Delta R$", "lund_kt": r"Lund $k_\mathrm{T}$"}
 BACKEND_LINES = {"eager": "-", "compile": "--", "onnxruntime": ":", "cudagraph": "-.", "fused": (0, (5, 1, 1, 1, 1, 1))}
 
 STYLE = {

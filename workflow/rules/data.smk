@@ -168,7 +168,7 @@ rule preprocess:
     input:
         raw=lambda wc: raw_files(wc.dataset)[wc.shard],
         listing=lambda wc: raw_listing(wc.dataset, wc.shard),
-        src=lambda wc: preprocess_src(wc.dataset),
+        src=lambda wc: preprocess_src(wc.dataset, wc.sort),
     output:
         train="results/shards/{dataset}/{sort}/train/{shard}.h5",
         val="results/shards/{dataset}/{sort}/val/{shard}.h5",
