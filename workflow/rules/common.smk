@@ -11,16 +11,17 @@ from salt.cli import SUBCOMMANDS
 from salt.configcheck import check_datasets, check_variants
 from salt.data import download as downloads
 from salt.data.archive import glob_escape
+from salt.data.clustering import SORTS as CLUSTERING_SORTS
 from salt.data.kinematics import JET_SORTS, POINT_SORTS
 from salt.data.sources import SOURCES
-from salt.dependencies import source_files
+from salt.dependencies import NOT_IN_RESULT, source_files
 from salt.training.settings import TrainSettings
 
 
 wildcard_constraints:
     dataset=r"[A-Za-z0-9_]+",
     variant=r"[A-Za-z0-9_]+",
-    sort=r"kt|pt|deltaR|none|radius",
+    sort="|".join(sorted(set(JET_SORTS) | set(POINT_SORTS))),
     seed=r"\d+",
     split=r"train|val|test",
     shard=r"[A-Za-z0-9_.-]+",
@@ -129,12 +130,17 @@ check_config()
 # derived from the imports of the stage's module (salt/dependencies.py), never listed by hand.
 
 
-def stage_src(stage, *modules):
-    """The salt/ files `salt <stage>` runs: its module, `modules`, and everything they import."""
-    return source_files([SUBCOMMANDS[stage][0], *modules])
+def stage_src(stage, *modules, exclude=()):
+    """The salt/ files `salt <stage>` runs: its module, `modules`, and everything they import
+    (but `exclude` and what only they import)."""
+    return source_files([SUBCOMMANDS[stage][0], *modules], exclude=NOT_IN_RESULT + tuple(exclude))
 
 
-SRC = {stage: stage_src(stage) for stage in ("generate", "preprocess", "manifest", "train", "evaluate", "bench", "report")}
+# kinematics.py imports the clustering code, which only the clustering-history sorts run: it is a
+# source of those sorts' preprocessing, not of generation or of the other sorts
+CLUSTERING = "salt.data.clustering"
+SRC = {stage: stage_src(stage) for stage in ("preprocess", "manifest", "train", "evaluate", "bench", "report")}
+SRC["generate"] = stage_src("generate", exclude=[CLUSTERING])
 
 
 # ---------------------------------------------------------------------------
@@ -363,10 +369,12 @@ def raw_listing(dataset, shard):
     return [listing] if listing else []
 
 
-def preprocess_src(dataset):
+def preprocess_src(dataset, sort):
     """The preprocessing sources plus the reader of the dataset's source, which preprocess.py
-    imports by name (salt.data.sources.SOURCES), so that no import statement shows it."""
-    return stage_src("preprocess", SOURCES[dataset_cfg(dataset)["source"]])
+    imports by name (salt.data.sources.SOURCES), so that no import statement shows it; the
+    clustering code only for the clustering-history sorts (editing it re-runs only those shards)."""
+    reader = SOURCES[dataset_cfg(dataset)["source"]]
+    return stage_src("preprocess", reader, exclude=[] if sort in CLUSTERING_SORTS else [CLUSTERING])
 
 
 def reader_options(dataset):
