@@ -15,6 +15,7 @@ from torch import nn
 from salt.models.attention import IMPLEMENTATIONS
 from salt.models.blocks import EncoderBlock
 from salt.models.keras_init import keras_dense_
+from salt.models.pairwise import PairBias
 from salt.models.spec import ModelSpec
 
 
@@ -33,6 +34,8 @@ class JetClassifier(nn.Module):
         self.blocks = nn.ModuleList(EncoderBlock(spec) for _ in range(spec.blocks))
         self.hidden = nn.ModuleList(keras_dense_(nn.Linear(d, d)) for _ in range(spec.hidden_layers))
         self.out = keras_dense_(nn.Linear(d, spec.classes))
+        # built last, so that a seed gives the shared weights the plain variant gets
+        self.pair = PairBias(spec) if spec.pair_bias else None
 
     def set_impl(self, impl: str) -> JetClassifier:
         """Choose the fused (default) or the straightforward forward path; both compute the same function."""
@@ -44,8 +47,8 @@ class JetClassifier(nn.Module):
         return self
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """x: (B, N, F) float; mask: (B, N) bool (True = real particle), used only when spec.mask.
-        Returns logits (B, C)."""
+        """x: (B, N, F) float; mask: (B, N) bool (True = real particle), used only when spec.reads_mask
+        (spec.mask, or a pairwise bias that leaves padding out). Returns logits (B, C)."""
         rows = self.inference_chunk_rows
         tracing = torch.compiler.is_compiling() or getattr(torch.compiler, "is_exporting", lambda: False)()
         if (rows and not tracing and not torch.is_grad_enabled() and x.device.type == "cpu" and x.dim() == 3
@@ -69,15 +72,18 @@ class JetClassifier(nn.Module):
         spec = self.spec
         if x.dim() != 3 or x.shape[1] != spec.particles or x.shape[2] != spec.features:
             raise ValueError(f"input has shape {tuple(x.shape)}; expected (batch, {spec.particles}, {spec.features})")
-        if not spec.mask:
+        if not spec.reads_mask:
             mask = None  # the reference has no mask: padded slots take part everywhere
         elif mask is not None and (mask.dtype != torch.bool or mask.shape != x.shape[:2]):
             raise ValueError(f"mask has shape {tuple(mask.shape)} and dtype {mask.dtype}; "
                              f"expected bool of shape {tuple(x.shape[:2])}")
+        bias = None if self.pair is None else self.pair(x, mask)  # one bias for every block, as in ParT
+        if not spec.mask:
+            mask = None  # the pair features leave padding out; attention and pooling see every slot
         h = F.relu(self.embed(x))
         maps = []
         for block in self.blocks:
-            h, weights = block(h, mask, need_weights)
+            h, weights = block(h, mask, need_weights, bias)
             maps.append(weights)
         z = pool(h, mask, spec.aggregation)
         for layer in self.hidden:
