@@ -10,6 +10,7 @@ import torch
 
 from salt.models import ModelSpec, build_model
 from salt.models.cost import model_cost, pair_bias_ops
+from salt.models.pairwise import M2_RESOLUTION
 
 EPS = 1e-8
 
@@ -34,17 +35,18 @@ def lab_vector(pt: float, deta: float, dphi: float, eta_jet: float, phi_jet: flo
     return pt * np.array([math.cos(phi), math.sin(phi), math.sinh(eta), math.cosh(eta)])
 
 
-def assert_features_close(got: np.ndarray, a: np.ndarray, b: np.ndarray, where: str) -> None:
+def assert_features_close(got: np.ndarray, a: np.ndarray, b: np.ndarray, energies: tuple[float, float],
+                          where: str) -> None:
     """got (4,) against the definitions. ln kT and ln ΔR need only be small where ΔR is below what
-    float32 resolves (a particle against a partition of itself alone); m² is compared linearly, to
-    the float32 rounding of the Minkowski product."""
+    float32 resolves (a particle against a partition of itself alone); m² is floored at
+    M2_RESOLUTION × the jet-frame energies and compared linearly, to float32 rounding."""
     want = direct_features(a, b)
     floors = np.log([1e-5 * (a[3] + b[3]), EPS, 1e-5])
     resolved = want[:3] > floors
     np.testing.assert_allclose(got[:3][resolved], want[:3][resolved], rtol=1e-4, atol=2e-4, err_msg=where)
     assert (got[:3][~resolved] <= floors[~resolved]).all(), where
-    m2_got, m2_want = (math.exp(v) if v > math.log(EPS) + 1e-3 else 0.0 for v in (got[3], want[3]))
-    assert abs(m2_got - m2_want) <= 1e-4 * m2_want + 1e-6 * (a[3] + b[3]) ** 2, where
+    m2_want = max(math.exp(want[3]), M2_RESOLUTION * energies[0] * energies[1], EPS)
+    assert abs(math.exp(got[3]) - m2_want) <= 1e-4 * m2_want + 1e-6 * (a[3] + b[3]) ** 2, where
 
 
 def direct_features(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -59,6 +61,10 @@ def direct_features(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     m2 = s[3] ** 2 - s[0] ** 2 - s[1] ** 2 - s[2] ** 2
     ptmin = min(pt_a, pt_b)
     return np.log(np.maximum([ptmin * delta, ptmin / (pt_a + pt_b), delta, m2], EPS))
+
+
+def jet_frame_energy(x: torch.Tensor) -> float:
+    return float(x[0]) * math.cosh(float(x[1]))
 
 
 def pair_model(variant: str, n: int, **kw) -> torch.nn.Module:
@@ -80,10 +86,11 @@ def test_particle_pair_features_match_direct_computation():
     eta_jet, phi_jet = 1.3, -2.9  # any jet axis: the features are boost and rotation invariant
     for j in range(len(x)):
         vec = [lab_vector(*map(float, x[j, i]), eta_jet, phi_jet) for i in range(n)]
+        energy = [jet_frame_energy(x[j, i]) for i in range(n)]
         for a in range(n):
             for b in range(n):
                 if a != b and mask[j, a] and mask[j, b]:
-                    assert_features_close(got[j, a, b], vec[a], vec[b], f"jet {j}, pair ({a}, {b})")
+                    assert_features_close(got[j, a, b], vec[a], vec[b], (energy[a], energy[b]), f"jet {j}, pair ({a}, {b})")
 
 
 @pytest.mark.parametrize("n, p", [(10, 4), (12, 3), (7, 8)])
@@ -98,11 +105,13 @@ def test_partition_pair_features_match_direct_computation(n, p):
         for k in range(p):
             members = [i for i in range(k * chunk, min((k + 1) * chunk, n)) if mask[j, i]]
             total = sum((vec[i] for i in members), np.zeros(4))
+            total_energy = sum(jet_frame_energy(x[j, i]) for i in members)
             for a in range(n):
                 if not mask[j, a]:
                     continue
                 if members:
-                    assert_features_close(got[j, a, k], vec[a], total, f"jet {j}, particle {a}, partition {k}")
+                    assert_features_close(got[j, a, k], vec[a], total, (jet_frame_energy(x[j, a]), total_energy),
+                                          f"jet {j}, particle {a}, partition {k}")
                 else:  # an empty partition: no pT; ΔR is to the jet axis; m² is the particle's own, 0
                     np.testing.assert_allclose(got[j, a, k, [0, 1, 3]], math.log(EPS), rtol=1e-6)
 
@@ -121,8 +130,7 @@ def test_calibration_reads_physical_values_back_from_normalised_inputs():
     model = pair_model("part", n, features=4)
     model.pair.calibrate(features, {"center": center.tolist(), "scale": scale.tolist()})
     got = model.pair.features(normalised, mask)
-    distinct = ~torch.eye(n, dtype=torch.bool)  # a particle with itself: m² = 0 up to rounding of E²
-    real = (mask[:, :, None] & mask[:, None, :] & distinct)[None].expand_as(got)
+    real = (mask[:, :, None] & mask[:, None, :])[None].expand_as(got)
     assert torch.allclose(got[real], plain[real], atol=1e-3)
     with pytest.raises(ValueError, match=r"missing \['deta'\]"):
         model.pair.calibrate(["pt", "dphi", "eta", "energy"], {"center": [0] * 4, "scale": [1] * 4})
@@ -173,8 +181,10 @@ def test_gradients_flow_to_every_parameter(variant, pair_hidden):
     x[-1] = 0
     model = pair_model(variant, n, pair_hidden=pair_hidden, mask=True)
     randomise_bias(model)
+    x.requires_grad_(True)
     loss = torch.nn.functional.cross_entropy(model(x, mask), torch.arange(8) % 5)
     loss.backward()
+    assert torch.isfinite(x.grad).all()  # the pair features are constants of the data, as in ParT
     for name, p in model.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all(), name
         assert p.grad.abs().sum() > 0, name

@@ -133,10 +133,10 @@ def pair_bias_ops(spec: ModelSpec) -> dict[str, int]:
     """Operations of the pairwise bias per jet, op by op as models/pairwise.py computes them.
 
     Per pair (N·K of them, K = N for part, p for salt_pair): Δy 1, wrapped Δφ 4, ΔR 4, min pT
-    1, ln kT 3, ln z 5, ln ΔR 2, ln m² 2, and 1 more add for a massive key (22 or 23; 20 or 21
-    TF-registered: no FloorMod, Sqrt), and the Minkowski product p_a·p_b as a matmul (8).
-    Per particle: un-normalising, masking and clamping pT, Δη, Δφ 10, its four-momentum 13
-    (9 registered: no exp, sin, cos). Per key: the metric 4. Per partition: pT,
+    1, ln kT 3, ln z 5, ln ΔR 2, ln m² with its noise floor 4, and 1 more add for a massive key
+    (24 or 25; 22 or 23 TF-registered: no FloorMod, Sqrt), and the Minkowski product p_a·p_b as a matmul (8).
+    Per particle: un-normalising, masking and clamping pT, Δη, Δφ 10, its four-momentum 13, the floor's factor 1
+    (10 registered: no exp, sin, cos). Per key: the metric 4. Per partition: pT,
     rapidity, φ and m² 16 (13 registered: no log1p, Sqrt, atan2), and the partition sums, 4
     adds per particle beyond the first of each non-empty partition (TF's Sum: inputs minus
     outputs of the padded chunks). Embedding: a matmul, bias and GELU per pair and layer.
@@ -145,8 +145,8 @@ def pair_bias_ops(spec: ModelSpec) -> dict[str, int]:
     linear = spec.attention == "linear"
     keys = spec.partitions if linear else n
     pairs = n * keys
-    true = pairs * (22 + linear) + n * (10 + 13) + keys * 4
-    paper = pairs * (20 + linear) + n * (10 + 9) + keys * 4
+    true = pairs * (24 + linear) + n * (10 + 13 + 1) + keys * 4
+    paper = pairs * (22 + linear) + n * (10 + 9 + 1) + keys * 4
     if linear:
         filled = math.ceil(n / spec.chunk)
         true += keys * 16 + 4 * (n - filled)

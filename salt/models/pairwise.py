@@ -20,8 +20,10 @@ lab four-vector boosted along z by the jet's rapidity and rotated by its azimuth
 four features are invariant under both, so no jet axis is needed and the features are
 exact for massless constituents (ParT uses the measured masses, below 1 GeV for hadrons).
 m² comes from the Minkowski product, m² = m_b² + 2 p_a·p_b (one batched matmul over all
-pairs); in float32 it resolves m² down to about 1e-7 E_a E_b, as ParT's
-(E_a + E_b)² - |p_a + p_b|² does.
+pairs). In float32 that, like ParT's (E_a + E_b)² - |p_a + p_b|², is rounding noise of
+order 1e-7 E_a E_b for (nearly) collinear pairs, a particle with itself included; so m² is
+floored at 2e-5 E_a E_b (jet-frame energies; an opening angle of about 6 mrad), where the
+noise is 1% of the floor, and the feature is a deterministic function of the jet.
 
 Embedding: ParT runs BatchNorm + three 1x1 convolutions of width 64 over the pairs; at
 SAL-T's size (d_model 16) that alone would outweigh the model, so the default is a
@@ -45,6 +47,7 @@ from salt.models.keras_init import keras_dense_
 from salt.models.spec import ModelSpec
 
 EPS = 1e-8  # ParT's clamp on every logarithm's argument
+M2_RESOLUTION = 2e-5  # m² below this × E_a E_b (jet frame) is float32 rounding: it reads as that floor
 PAIR_FEATURES = ("ln_kt", "ln_z", "ln_delta_r", "ln_m2")  # ParT's order
 KINEMATIC_INPUTS = ("pt", "deta", "dphi")  # physical features the bias is computed from
 
@@ -76,7 +79,8 @@ def pairwise_features(a: Kinematics, b: Kinematics) -> list[torch.Tensor]:
     m2 = torch.bmm((b.p4 * metric[:, None]).transpose(1, 2), a.p4)
     if b.m2 is not None:
         m2 = m2 + b.m2[:, :, None]
-    ln_m2 = torch.log(m2.clamp_(min=EPS))
+    floor = b.p4[:, 3, :, None] * (M2_RESOLUTION * a.p4[:, 3])[:, None, :]  # the noise of float32's product
+    ln_m2 = torch.log(torch.maximum(m2, floor).clamp_(min=EPS))
     return [ln_kt, ln_z, ln_delta, ln_m2]
 
 
@@ -141,8 +145,9 @@ class PairBias(nn.Module):
     def features(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         """The pair features (4, B, K, N) of inputs x (B, N, F), feature-major so that the 1x1
         convolutions (ParT's embedding) are single matrix products; padded slots count as
-        empty (zero four-momentum)."""
-        physical = x.index_select(-1, self.input_index) * self.input_scale + self.input_center
+        empty (zero four-momentum). Like ParT's, they are constants of the data: no gradient flows
+        back into x through them (ΔR and atan2 have no derivative at zero)."""
+        physical = x.detach().index_select(-1, self.input_index) * self.input_scale + self.input_center
         if mask is not None:
             physical = physical * mask[..., None]
         pt, y, phi = physical.select(-1, 0).clamp(min=0), physical.select(-1, 1), physical.select(-1, 2)
