@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -205,3 +206,35 @@ def test_bias_cost_is_linear_for_salt_pair_and_quadratic_for_part():
     assert paired["params"] == plain["params"] + 4 * 4 + 4  # the linear map 4 features -> 4 heads
     assert paired["flops"] > plain["flops"] and paired["flops_paper"] > plain["flops_paper"]
     assert paired["flops"] < 1.2 * plain["flops"]  # a small price at N = 150
+
+
+def test_training_calibrates_the_bias_with_the_manifest(tmp_path):
+    from jetshards import write_dataset
+    from salt.data.shards import load_manifest
+    from salt.models import load_model
+    from salt.train import train
+    from salt.training.settings import TrainSettings
+
+    torch.set_num_threads(1)
+    manifest_path = write_dataset(tmp_path / "data", n_train=96, n_val=32, chunk_jets=32)
+    manifest = load_manifest(manifest_path)
+    settings = TrainSettings.from_dict({"schedule": [[32, 1]], "loader": "memory", "workers": 0})
+    train(manifest_path, {"model": "salt_pair"}, settings, seed=1, device="cpu", out_dir=tmp_path / "out")
+    model, _ = load_model(tmp_path / "out" / "model.pt")
+    index = [manifest["features"].index(name) for name in ("pt", "deta", "dphi")]
+    norm = manifest["normalisation"]
+    assert model.pair.input_index.tolist() == index
+    assert torch.allclose(model.pair.input_scale, torch.tensor([norm["scale"][i] for i in index], dtype=torch.float32))
+    assert torch.allclose(model.pair.input_center, torch.tensor([norm["center"][i] for i in index], dtype=torch.float32))
+    assert model.pair.embed[-1].weight.abs().sum() > 0  # one epoch of training moved the bias off zero
+
+
+def test_every_model_has_a_schema_entry_and_a_report_label():
+    import yaml
+
+    from salt.models import VARIANTS
+    from salt.report.inputs import FAMILY_LABELS, FAMILY_ORDER
+
+    schema = yaml.safe_load((Path(__file__).parent.parent / "workflow/schemas/config.schema.yaml").read_text())
+    assert sorted(schema["$defs"]["variant"]["properties"]["model"]["enum"]) == sorted(VARIANTS)
+    assert sorted(FAMILY_LABELS) == sorted(FAMILY_ORDER) == sorted(VARIANTS)

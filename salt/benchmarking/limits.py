@@ -113,6 +113,8 @@ def estimate_memory_mb(spec: ModelSpec, batch: int, *, backend: str = "eager", d
     per_particle = 6 * d + 2 * dff + 3 * h * keys  # floats alive per particle
     if impl == "straightforward" and spec.attention != "full":
         per_particle += 4 * d  # K and V at full length, zero-padded
+    if spec.pair_bias:  # the 4 pair features and their temporaries, then the (H, keys) bias and its copy
+        per_particle += (4 + 8 + 2 * h + spec.pair_hidden) * keys
     jets = slice_jets(spec, batch, backend=backend, device=device, chunk_rows=chunk_rows)
     working = 4 * jets * n * per_particle * (ESTIMATE_BF16_FACTOR if precision == "bf16" else 1.0)
     weights = 4 * _param_count(spec)
