@@ -313,7 +313,8 @@ class FullAttention(nn.Module):
                 key_mask: torch.Tensor | None = None, bias: torch.Tensor | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """x: (B, N, d); key_mask: (B, N) bool, True for particles that may be attended to;
-        bias: (B, H, N keys, N queries) added to the logits (ParT's pairwise bias, models/pairwise.py).
+        bias: (B, H, N, N) added to the logits (ParT's pairwise bias, models/pairwise.py; symmetric,
+        so its (keys, queries) layout needs no transpose).
         Returns (attention(x) [+ residual], weights (B, H, N, N) or None)."""
         b, n, d = x.shape
         h, k = self.heads, self.head_dim
@@ -324,9 +325,10 @@ class FullAttention(nn.Module):
             # a jet without particles attends to its (zero) padding rather than to nothing (NaN)
             attn_mask = (key_mask | ~key_mask.any(1, keepdim=True))[:, None, None, :]
         if bias is not None:  # one float mask: the bias, and -inf where a key is masked
-            bias = bias.transpose(2, 3)
             attn_mask = bias if attn_mask is None else bias.masked_fill(~attn_mask, float("-inf"))
-        if need_weights:
+        # with a bias, attention is spelled out: the ONNX exporter's decomposition of SDPA with a
+        # float mask gives an output its later reshape cannot view
+        if need_weights or bias is not None:
             logits = q @ key.transpose(-1, -2) / math.sqrt(k)
             if attn_mask is not None and attn_mask.dtype == torch.bool:
                 logits = logits.masked_fill(~attn_mask, float("-inf"))
@@ -338,7 +340,7 @@ class FullAttention(nn.Module):
             weights = None
             out = F.scaled_dot_product_attention(q, key, val, attn_mask=attn_mask)
         out = self.out(out.transpose(1, 2).reshape(b, n, d))
-        return (out if residual is None else out.add_(residual)), weights
+        return (out if residual is None else out.add_(residual)), (weights if need_weights else None)
 
 
 def build_attention(spec: ModelSpec) -> nn.Module:

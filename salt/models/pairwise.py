@@ -68,7 +68,8 @@ def pairwise_features(a: Kinematics, b: Kinematics) -> list[torch.Tensor]:
     K = p the loops stay long. Every logarithm's argument is clamped at EPS first, as in ParT
     (which also keeps log off its slow path for zeros)."""
     dy = a.y[:, None, :] - b.y[:, :, None]
-    dphi = torch.remainder(a.phi[:, None, :] - b.phi[:, :, None] + math.pi, 2 * math.pi) - math.pi
+    dphi = a.phi[:, None, :] - b.phi[:, :, None]
+    dphi = dphi - (2 * math.pi) * torch.round(dphi * (0.5 / math.pi))  # wrapped; inside ±π bit for bit
     delta = torch.sqrt(dy * dy + dphi * dphi)
     pt_a, pt_b = a.pt[:, None, :], b.pt[:, :, None]
     ptmin = torch.minimum(pt_a, pt_b)
