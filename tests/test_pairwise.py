@@ -11,7 +11,7 @@ import torch
 
 from salt.models import ModelSpec, build_model
 from salt.models.cost import model_cost, pair_bias_ops
-from salt.models.pairwise import M2_RESOLUTION
+from salt.models.pairwise import DELTA_R_RESOLUTION, M2_RESOLUTION
 
 EPS = 1e-8
 
@@ -38,30 +38,20 @@ def lab_vector(pt: float, deta: float, dphi: float, eta_jet: float, phi_jet: flo
 
 def assert_features_close(got: np.ndarray, a: np.ndarray, b: np.ndarray, energies: tuple[float, float],
                           where: str) -> None:
-    """got (4,) against the definitions. ln kT and ln ΔR need only be small where ΔR is below what
-    float32 resolves (a particle against a partition of itself alone); m² is floored at
-    M2_RESOLUTION × the jet-frame energies and compared linearly, to float32 rounding."""
-    want = direct_features(a, b)
-    floors = np.log([1e-5 * (a[3] + b[3]), EPS, 1e-5])
-    resolved = want[:3] > floors
-    np.testing.assert_allclose(got[:3][resolved], want[:3][resolved], rtol=1e-4, atol=2e-4, err_msg=where)
-    assert (got[:3][~resolved] <= floors[~resolved]).all(), where
-    m2_want = max(math.exp(want[3]), M2_RESOLUTION * energies[0] * energies[1], EPS)
-    assert abs(math.exp(got[3]) - m2_want) <= 1e-4 * m2_want + 1e-6 * (a[3] + b[3]) ** 2, where
-
-
-def direct_features(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """The four features from their definitions, on two lab four-vectors (px, py, pz, E)."""
+    """got (4,) against the definitions, with the resolution floors of ΔR and of m² (jet-frame
+    energies); m² is compared linearly, to float32 rounding of the Minkowski product."""
     def pt_y_phi(p):
         return math.hypot(p[0], p[1]), 0.5 * math.log((p[3] + p[2]) / (p[3] - p[2])), math.atan2(p[1], p[0])
 
     (pt_a, y_a, phi_a), (pt_b, y_b, phi_b) = pt_y_phi(a), pt_y_phi(b)
     dphi = (phi_a - phi_b + math.pi) % (2 * math.pi) - math.pi
-    delta = math.sqrt((y_a - y_b) ** 2 + dphi ** 2)
+    delta = max(math.sqrt((y_a - y_b) ** 2 + dphi ** 2), DELTA_R_RESOLUTION)
     s = a + b
-    m2 = s[3] ** 2 - s[0] ** 2 - s[1] ** 2 - s[2] ** 2
+    m2 = max(s[3] ** 2 - s[0] ** 2 - s[1] ** 2 - s[2] ** 2, M2_RESOLUTION * energies[0] * energies[1], EPS)
     ptmin = min(pt_a, pt_b)
-    return np.log(np.maximum([ptmin * delta, ptmin / (pt_a + pt_b), delta, m2], EPS))
+    want = np.log(np.maximum([ptmin * delta, ptmin / (pt_a + pt_b), delta], EPS))
+    np.testing.assert_allclose(got[:3], want, rtol=1e-4, atol=2e-4, err_msg=where)
+    assert abs(math.exp(got[3]) - m2) <= 1e-4 * m2 + 1e-6 * (a[3] + b[3]) ** 2, where
 
 
 def jet_frame_energy(x: torch.Tensor) -> float:

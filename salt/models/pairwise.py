@@ -23,7 +23,9 @@ m² comes from the Minkowski product, m² = m_b² + 2 p_a·p_b (one batched matm
 pairs). In float32 that, like ParT's (E_a + E_b)² - |p_a + p_b|², is rounding noise of
 order 1e-7 E_a E_b for (nearly) collinear pairs, a particle with itself included; so m² is
 floored at 2e-5 E_a E_b (jet-frame energies; an opening angle of about 6 mrad), where the
-noise is 1% of the floor, and the feature is a deterministic function of the jet.
+noise is 1% of the floor, and the feature is a deterministic function of the jet. For the
+same reason ΔR is floored at 1e-4 (ParT: 1e-8): a particle against a partition of itself
+alone has ΔR ~ 1e-6 of rounding in the partition's rapidity and φ.
 
 Embedding: ParT runs BatchNorm + three 1x1 convolutions of width 64 over the pairs; at
 SAL-T's size (d_model 16) that alone would outweigh the model, so the default is a
@@ -48,6 +50,7 @@ from salt.models.spec import ModelSpec
 
 EPS = 1e-8  # ParT's clamp on every logarithm's argument
 M2_RESOLUTION = 2e-5  # m² below this × E_a E_b (jet frame) is float32 rounding: it reads as that floor
+DELTA_R_RESOLUTION = 1e-4  # ΔR below this (a particle and a partition of itself) is rounding: the floor
 PAIR_FEATURES = ("ln_kt", "ln_z", "ln_delta_r", "ln_m2")  # ParT's order
 KINEMATIC_INPUTS = ("pt", "deta", "dphi")  # physical features the bias is computed from
 
@@ -70,12 +73,12 @@ def pairwise_features(a: Kinematics, b: Kinematics) -> list[torch.Tensor]:
     dy = a.y[:, None, :] - b.y[:, :, None]
     dphi = a.phi[:, None, :] - b.phi[:, :, None]
     dphi = dphi - (2 * math.pi) * torch.round(dphi * (0.5 / math.pi))  # wrapped; inside ±π bit for bit
-    delta = torch.sqrt(dy * dy + dphi * dphi)
+    delta = torch.sqrt(dy * dy + dphi * dphi).clamp_(min=DELTA_R_RESOLUTION)
     pt_a, pt_b = a.pt[:, None, :], b.pt[:, :, None]
     ptmin = torch.minimum(pt_a, pt_b)
     ln_kt = torch.log((ptmin * delta).clamp_(min=EPS))
     ln_z = torch.log((ptmin / (pt_a + pt_b).clamp_(min=EPS)).clamp_(min=EPS))
-    ln_delta = torch.log(delta.clamp(min=EPS))
+    ln_delta = torch.log(delta)
     metric = b.p4.new_tensor([-2.0, -2.0, -2.0, 2.0])  # 2 p_a·p_b = 2 (E_a E_b - p⃗_a·p⃗_b)
     m2 = torch.bmm((b.p4 * metric[:, None]).transpose(1, 2), a.p4)
     if b.m2 is not None:
