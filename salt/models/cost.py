@@ -132,25 +132,26 @@ def flops_true(spec: ModelSpec) -> tuple[dict[str, int], int]:
 def pair_bias_ops(spec: ModelSpec) -> dict[str, int]:
     """Operations of the pairwise bias per jet, op by op as models/pairwise.py computes them.
 
-    Per pair (N·K of them, K = N for part, p for salt_pair): Δy 1, wrapped Δφ 4, ΔR 4, min pT
-    1, ln kT 3, ln z 5, ln ΔR 2, ln m² with its noise floor 4, and 1 more add for a massive key
-    (24 or 25; 22 or 23 TF-registered: no FloorMod, Sqrt), and the Minkowski product p_a·p_b as a matmul (8).
-    Per particle: un-normalising, masking and clamping pT, Δη, Δφ 10, its four-momentum 13, the floor's factor 1
-    (10 registered: no exp, sin, cos). Per key: the metric 4. Per partition: pT,
-    rapidity, φ and m² 16 (13 registered: no log1p, Sqrt, atan2), and the partition sums, 4
-    adds per particle beyond the first of each non-empty partition (TF's Sum: inputs minus
-    outputs of the padded chunks). Embedding: a matmul, bias and GELU per pair and layer.
+    Per pair (N·K of them, K = N for part, p for salt_pair): Δy 1, wrapped Δφ 5, ΔR with its
+    floor 5, min pT 1, ln kT 3, ln z 5, ln ΔR 1, ln m² with its floor 4, 1 more add for a
+    massive key (25 or 26; 23 or 24 TF-registered: no Round, Sqrt), and the Minkowski
+    product p_a·p_b as a matmul (8). Per particle: un-normalising, masking and clamping pT,
+    Δη, Δφ 10, its four-momentum 13 and the floor's factor 1 (10 registered: no exp, sin,
+    cos). Per key: the metric 4. Per partition: pT, rapidity, φ and m² with its resolution
+    cut 20 (17 registered: no log1p, Sqrt, atan2), and the partition sums, 4 adds per
+    particle beyond the first of each non-empty partition (TF's Sum: inputs minus outputs
+    of the padded chunks). Embedding: a matmul, bias and GELU per pair and layer.
     """
     n, h, hidden = spec.particles, spec.heads, spec.pair_hidden
     linear = spec.attention == "linear"
     keys = spec.partitions if linear else n
     pairs = n * keys
-    true = pairs * (24 + linear) + n * (10 + 13 + 1) + keys * 4
-    paper = pairs * (22 + linear) + n * (10 + 9 + 1) + keys * 4
+    true = pairs * (25 + linear) + n * (10 + 13 + 1) + keys * 4
+    paper = pairs * (23 + linear) + n * (10 + 9 + 1) + keys * 4
     if linear:
         filled = math.ceil(n / spec.chunk)
-        true += keys * 16 + 4 * (n - filled)
-        paper += keys * 13 + 4 * (spec.partitions * spec.chunk - spec.partitions)
+        true += keys * 20 + 4 * (n - filled)
+        paper += keys * 17 + 4 * (spec.partitions * spec.chunk - spec.partitions)
     widths = [4, hidden, h] if hidden else [4, h]
     return {
         "true": true, "paper": paper,

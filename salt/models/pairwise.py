@@ -99,14 +99,15 @@ def particle_kinematics(pt: torch.Tensor, y: torch.Tensor, phi: torch.Tensor) ->
 def partition_kinematics(particles: Kinematics, partitions: int) -> Kinematics:
     """Each of SAL-T's contiguous partitions of ceil(N/p) slots (the last one shorter; trailing
     ones empty when p > ceil(N/chunk)) as the sum of its four-momenta; a zero sum gives zeros
-    (ParT's rapidity, clamped)."""
+    (ParT's rapidity, clamped). m² below M2_RESOLUTION E² is rounding and reads as 0."""
     b, _, n = particles.p4.shape
     chunk = math.ceil(n / partitions)
     p4 = F.pad(particles.p4, (0, chunk * partitions - n)).view(b, 4, partitions, chunk).sum(-1)
     px, py, pz, e = p4.unbind(1)
     pt2 = px * px + py * py
     rapidity = 0.5 * torch.log1p(2 * pz / (e - pz).clamp(min=1e-20))
-    m2 = ((e - pz) * (e + pz) - pt2).clamp(min=0)
+    m2 = (e - pz) * (e + pz) - pt2
+    m2 = m2 * (m2 > M2_RESOLUTION * e * e)  # below the resolution (one particle alone): massless
     return Kinematics(torch.sqrt(pt2), rapidity, torch.atan2(py, px), p4, m2)
 
 
