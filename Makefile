@@ -5,10 +5,10 @@ VENV ?= .venv
 BIN := $(abspath $(VENV))/bin
 # The CPU wheel; on a GPU machine use e.g. `make TORCH=torch demo` to get the CUDA build.
 TORCH ?= torch==2.13.0
-EXTRAS ?= test,onnx,slurm
+EXTRAS ?= test,onnx,slurm,triton
 CORES ?= all
 
-.PHONY: venv demo test clean
+.PHONY: venv demo test gpu-check clean
 
 $(BIN)/salt: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,14 @@ demo: venv
 
 test: venv
 	PATH="$(BIN):$$PATH" python -m pytest
+
+# On a GPU node: every `gpu` test, the loader benchmark on cuda and the tiny workflow on cpu + cuda
+# (tests/gpu_check.py). Runs with .venv's Python if there is one, else $(PYTHON) as it is: a GPU
+# image's own CUDA build of torch is used and nothing is installed. Scratch: GPU_CHECK_DIR (./gpu-check).
+GPU_PYTHON ?= $(if $(wildcard $(BIN)/python),$(BIN)/python,$(PYTHON))
+
+gpu-check:
+	$(GPU_PYTHON) tests/gpu_check.py
 
 clean:
 	rm -rf results logs .snakemake

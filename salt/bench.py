@@ -10,7 +10,7 @@ Two ways to use it:
 * ``salt bench --spec JSON --variant V --dataset D --device cpu|cuda --sweep-particles ...``
   is the pipeline's benchmark stage (workflow/rules/bench.smk): one variant over a sweep
   of particle counts, batch sizes, thread counts, backends (eager, torch.compile, CUDA
-  graphs, ONNX Runtime) and precisions (fp32, bf16 autocast); one JSON file with latency
+  graphs, ONNX Runtime, and on cuda the fused Triton kernel) and precisions (fp32, bf16 autocast); one JSON file with latency
   per batch and per jet, throughput and peak memory (`run_sweep`, `bench_document`).
 
 Sweep rules, and why:
@@ -56,13 +56,16 @@ import torch
 
 from salt.models import ModelSpec, build_model
 from salt.benchmarking.isolation import describe, measure_isolated
-from salt.benchmarking.limits import (BACKENDS, DEFAULT_BACKENDS, DEFAULT_BATCHES, DEFAULT_CPU_BUDGET_GB,
+from salt.benchmarking.limits import (BACKENDS, CUDA_ONLY_BACKENDS, DEFAULT_BACKENDS, DEFAULT_BATCHES, DEFAULT_CPU_BUDGET_GB,
                                       DEFAULT_PRECISIONS, GPU_BUDGET_SHARE, MEMORY_NOTE, MIN_TIMED_PASSES,
-                                      PRECISIONS, TIMING_NOTE, BenchError, default_memory_budget_mb, device_kind,
-                                      estimate_memory_mb, memory_headroom_mb, require_device, resolve_threads)
-from salt.benchmarking.measure import export_onnx, onnxruntime_missing
+                                      PRECISIONS, TIMING_NOTE, BenchError, attention_assumption, attention_kernel,
+                                      default_memory_budget_mb, device_kind, estimate_memory_mb, memory_headroom_mb,
+                                      require_device, resolve_threads)
+from salt.benchmarking.measure import export_onnx, fused_missing, onnxruntime_missing
 from salt.benchmarking.runtime import num_threads, random_jets, synchronize, tune_allocator
 from salt.models.classifier import JetClassifier
+
+FP32_ONLY = {"onnxruntime": "the exported graph is fp32", "fused": "the Triton kernel computes in fp32"}
 
 
 def time_models(models: dict[str, JetClassifier], batch: int, *, device: str = "cpu", threads: int | None = 1,
@@ -180,8 +183,8 @@ def run_sweep(spec: ModelSpec, *, device: str = "cpu", particles: Sequence[int] 
         unknown = [v for v in values if v not in allowed]
         if unknown or not values:
             raise ValueError(f"{name}s {values}: expected some of {list(allowed)}")
-    if kind == "cpu" and "cudagraph" in backends:
-        raise ValueError("backend cudagraph needs a cuda device; drop it from the cpu backends")
+    if kind == "cpu" and (cuda_only := [b for b in backends if b in CUDA_ONLY_BACKENDS]):
+        raise ValueError(f"backend {cuda_only[0]} needs a cuda device; drop it from the cpu backends")
     if "compile" in backends and warmup < 1:
         raise ValueError("backend compile needs warmup >= 1: its first call compiles")
     if repeats < 1 or warmup < 0 or time_budget_s <= 0:
@@ -200,8 +203,13 @@ def run_sweep(spec: ModelSpec, *, device: str = "cpu", particles: Sequence[int] 
         notes.append(why)
         log(f"note: {why}")
         backends = [b for b in backends if b != "onnxruntime"]
-    if "onnxruntime" in backends and any(p != "fp32" for p in precisions):
-        notes.append("onnxruntime: fp32 only (the exported graph is fp32); its bf16 configurations are not run")
+    if "fused" in backends and (why := fused_missing(spec)):
+        notes.append(why)
+        log(f"note: {why}")
+        backends = [b for b in backends if b != "fused"]
+    for backend in ("onnxruntime", "fused"):
+        if backend in backends and any(p != "fp32" for p in precisions):
+            notes.append(f"{backend}: fp32 only ({FP32_ONLY[backend]}); its bf16 configurations are not run")
     configured = memory_budget_mb
     budget = default_memory_budget_mb(device) if memory_budget_mb is None else float(memory_budget_mb)
     headroom = memory_headroom_mb() if kind == "cpu" else None
@@ -217,18 +225,22 @@ def run_sweep(spec: ModelSpec, *, device: str = "cpu", particles: Sequence[int] 
             onnx_path: Path | None = None
             for backend in backends:
                 for precision in precisions:
-                    if backend == "onnxruntime" and precision != "fp32":
+                    if backend in FP32_ONLY and precision != "fp32":
                         continue
                     for t in thread_list:
                         for batch in batches:
                             point = {"particles": n, "batch": batch, "threads": t, "backend": backend,
                                      "precision": precision}
+                            kernel = attention_kernel(spec_n, device, precision, backend)
                             estimate = estimate_memory_mb(spec_n, batch, backend=backend, device=device, impl=impl,
-                                                          chunk_rows=chunk_rows, precision=precision)
+                                                          chunk_rows=chunk_rows, precision=precision, kernel=kernel,
+                                                          threads=resolve_threads(t) if kind == "cpu" else 1)
                             if estimate > budget:
-                                reason = (f"estimated peak memory {estimate:.0f} MB exceeds the budget of "
+                                reason = (f"estimated peak memory {estimate:.0f} MB "
+                                          f"({attention_assumption(spec_n, kernel)}) exceeds the budget of "
                                           f"{budget:.0f} MB")
-                                skipped.append({**point, "reason": reason, "estimated_memory_mb": round(estimate, 1)})
+                                skipped.append({**point, "reason": reason, "estimated_memory_mb": round(estimate, 1),
+                                                "attention_kernel": kernel})
                                 log(f"{describe(point)}: skipped, {reason}")
                                 continue
                             if backend == "onnxruntime" and onnx_path is None:
@@ -287,14 +299,16 @@ def bench_device_info(device: str) -> dict[str, Any]:
         index = torch.device(device).index or 0
         props = torch.cuda.get_device_properties(index)
         info["compute_capability"] = f"{props.major}.{props.minor}"
-        info["sm_clock_mhz"] = _nvidia_smi(index, "clocks.sm")
-        info["max_sm_clock_mhz"] = _nvidia_smi(index, "clocks.max.sm")
+        # nvidia-smi counts every GPU of the node, torch only those in CUDA_VISIBLE_DEVICES: ask by UUID
+        smi_id = f"GPU-{props.uuid}" if getattr(props, "uuid", None) is not None else str(index)
+        info["sm_clock_mhz"] = _nvidia_smi(smi_id, "clocks.sm")
+        info["max_sm_clock_mhz"] = _nvidia_smi(smi_id, "clocks.max.sm")
     return info
 
 
-def _nvidia_smi(index: int, query: str) -> str | None:
+def _nvidia_smi(gpu: str, query: str) -> str | None:
     try:
-        out = subprocess.run(["nvidia-smi", f"--id={index}", f"--query-gpu={query}", "--format=csv,noheader,nounits"],
+        out = subprocess.run(["nvidia-smi", f"--id={gpu}", f"--query-gpu={query}", "--format=csv,noheader,nounits"],
                              capture_output=True, text=True, timeout=10, check=True).stdout.strip()
         return out.splitlines()[0] if out else None
     except (OSError, subprocess.SubprocessError, IndexError):
@@ -351,7 +365,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sweep.add_argument("--sweep-particles", type=int, nargs="+", default=[],
                        help="particle counts N to measure (the spec's N is always added)")
     sweep.add_argument("--backends", nargs="+", choices=BACKENDS, default=None,
-                       help="default: eager onnxruntime on cpu, eager cudagraph on cuda")
+                       help="default: eager onnxruntime on cpu, eager cudagraph fused on cuda (fused: the one-kernel "
+                            "Triton forward of the linear-attention variants, fp32, cuda only)")
     sweep.add_argument("--precisions", nargs="+", choices=PRECISIONS, default=None,
                        help="default: fp32 on cpu, fp32 bf16 on cuda (bf16 = autocast)")
     sweep.add_argument("--memory-budget-gb", type=float, default=None,

@@ -1,7 +1,8 @@
 """Physics metrics for jet tagging: accuracy, AUC and background rejection.
 
 The numbers in the SAL-T, PHAT-JeT and ParT tables are defined slightly differently from
-paper to paper (research/paper.md §3, §6 row 7). This module computes every definition a
+paper to paper (the SAL-T code averages 1/FPR at TPR 0.8 over the five one-vs-rest classes, or
+over q, W, Z, t against g ∪ q; the follow-up PHAT-JeT paper averages over W, Z, t). This module computes every definition a
 table needs, each under its own key, so a comparison never silently mixes two of them.
 
 Conventions (all working points are signal efficiencies = TPR):

@@ -1,6 +1,6 @@
 """Train one model variant on one (dataset, sort, seed), following the authors' protocol.
 
-Protocol (research/paper.md §3): Adam with Keras' defaults and update rule (lr 1e-3, eps 1e-7), a
+Protocol (the authors' SAL-T4HEP training script): Adam with Keras' defaults and update rule (lr 1e-3, eps 1e-7), a
 phased batch-size schedule, cross entropy (binary for a single sigmoid output), and
 early stopping on the validation loss that behaves like one Keras `model.fit` per
 phase with `EarlyStopping(patience, restore_best_weights=True)` (TF 2.15): its state
@@ -57,7 +57,7 @@ from salt.models import ModelSpec, build_model, save_model
 from salt.provenance import provenance
 from salt.training.checkpoint import (CHECKPOINT_FORMAT, GlobalBest, Position, load_checkpoint, rng_state, run_fingerprint,
                                       save_checkpoint, set_rng_state)
-from salt.training.distributed import Dist, init_distributed
+from salt.training.distributed import Dist, init_distributed, resolve_device
 from salt.training.early_stopping import EarlyStopping, copy_state
 from salt.training.feeds import MemoryFeed, make_feed
 from salt.training.optim import loss_sum, make_optimizer, n_correct, seed_everything
@@ -73,13 +73,6 @@ HISTORY_FIELDS = ("epoch", "phase", "batch_size", "lr", "loss", "accuracy", "val
 
 # ---------------------------------------------------------------------------
 # Training
-
-
-def resolve_device(device: str) -> torch.device:
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        log.warning("device %s requested but CUDA is not available; training on cpu", device)
-        return torch.device("cpu")
-    return torch.device(device)
 
 
 def train(manifest_path: str | Path, spec: dict[str, Any], settings: TrainSettings, *, seed: int, device: str,
@@ -157,7 +150,7 @@ class _Run:
         self.best = GlobalBest(**payload["global_best"])
         self.history = list(payload["history"])
         self.epoch_gen_state = payload["rng"]["shuffle"]
-        set_rng_state(payload["rng"])
+        set_rng_state(payload["rng"], self.dev)
         self.attempt = payload["attempt"] + 1
         self.elapsed_before = payload["elapsed_s"]
         log.info("resumed from %s: attempt %d, phase %d, epoch %d, step %d in the epoch", self.checkpoint_path,
@@ -170,7 +163,7 @@ class _Run:
                 "model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
                 "position": asdict(self.pos), "early_stopping": self.early.state_dict(),
                 "global_best": asdict(self.best), "history": self.history,
-                "rng": rng_state() | {"shuffle": self.epoch_gen_state},
+                "rng": rng_state(self.dev) | {"shuffle": self.epoch_gen_state},
                 "attempt": self.attempt, "elapsed_s": self.wall(),
             }
             save_checkpoint(self.checkpoint_path, payload)
@@ -313,7 +306,7 @@ class _Run:
             "final_val_loss": last["val_loss"], "final_val_accuracy": last["val_accuracy"], "final_weights": final,
             "stopped_early_phases": list(self.pos.stopped_phases), "train_jets": len(self.train_feed),
             "val_jets": len(self.val_feed), "wall_s": self.wall(), "attempts": self.attempt,
-            "device": str(self.dev), "precision": self.settings.precision, "world_size": self.dist.world,
+            "device": str(self.dev), "precision": self.settings.precision, "world_size": self.dist.world, "ddp_backend": self.dist.backend,
             "loaders": dict(self.loaders), "seed": self.seed, "settings": self.settings.result_dict(),
         }
         if self.is_main:

@@ -350,3 +350,73 @@ def write_zip(path: str | os.PathLike[str], members: Mapping[str, bytes]) -> Pat
 def write_modelnet10_zip(path: str | os.PathLike[str], **kwargs) -> Path:
     """A ModelNet10.zip in the real layout (see `modelnet10_members`)."""
     return write_zip(path, modelnet10_members(**kwargs))
+
+
+# ---------------------------------------------------------------------------------------
+# Top tagging (Zenodo 2603256): a pandas HDF store, key "table", PyTables "table" format
+# ---------------------------------------------------------------------------------------
+
+def top_frame(n_jets: int, seed: int = 0, ttv: int = 0, n_slots: int = 200, mean_particles: float = 40.0):
+    """The real 806 columns: E_i, PX_i, PY_i, PZ_i (float32, zero-padded, pT-descending), truthE..PZ,
+    ttv and is_signal_new (int64), with a shuffled index as in the real files."""
+    import pandas as pd
+
+    from salt.data.sources import toptagging
+
+    rng = np.random.default_rng(seed)
+    values = np.zeros((n_jets, n_slots, 4), dtype=np.float32)
+    label = rng.integers(0, 2, n_jets)
+    truth = np.zeros((n_jets, 4), dtype=np.float32)
+    for j in range(n_jets):
+        m = int(np.clip(rng.poisson(mean_particles), 1, n_slots))
+        jet_eta, jet_phi = rng.uniform(-2, 2), rng.uniform(-np.pi, np.pi)
+        pt = np.sort(rng.exponential(600.0 / m, m) + 0.5)[::-1]
+        eta, phi = jet_eta + rng.normal(0, 0.2, m), jet_phi + rng.normal(0, 0.2, m)
+        values[j, :m] = np.stack([pt * np.cosh(eta), pt * np.cos(phi), pt * np.sin(phi), pt * np.sinh(eta)], axis=1)
+        if label[j]:
+            truth[j] = values[j, :m].sum(axis=0) * 1.02
+    frame = pd.DataFrame(values.reshape(n_jets, -1), columns=toptagging.particle_columns(n_slots))
+    for i, name in enumerate(toptagging.TRUTH_COLUMNS):
+        frame[name] = truth[:, i]
+    frame["ttv"] = np.full(n_jets, ttv, dtype=np.int64)
+    frame["is_signal_new"] = label.astype(np.int64)
+    frame.index = rng.permutation(n_jets * 3)[:n_jets]
+    return frame
+
+
+def write_top_store(path: str | os.PathLike[str], frame) -> Path:
+    """`frame` as the real files store it: key "table", format "table" (table/table + table/_i_table)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_hdf(path, key="table", format="table", mode="w")
+    return path
+
+
+# ---------------------------------------------------------------------------------------
+# Quark-gluon jets (EnergyFlow, Zenodo 3164691): npz with X (n, M, 4) and y
+# ---------------------------------------------------------------------------------------
+
+QG_PIDS = (22, 211, -211, 321, -321, 130, 2112, -2112, 2212, -2212, 11, -11, 13, -13)
+
+
+def qg_arrays(n_jets: int, seed: int = 0, mean_particles: float = 30.0) -> dict[str, np.ndarray]:
+    """X (n, M, 4) float64 = (pT, rapidity, phi, PDG id), zero-padded to the largest multiplicity M;
+    y (n,) float64, quark = 1. Phi lies within pi of the jet, in [0, 2 pi) as in the real files."""
+    rng = np.random.default_rng(seed)
+    counts = np.clip(rng.poisson(mean_particles, n_jets), 1, None)
+    x = np.zeros((n_jets, int(counts.max()), 4))
+    for j, m in enumerate(counts):
+        jet_y, jet_phi = rng.uniform(-1.7, 1.7), rng.uniform(0.5, 2 * np.pi - 0.5)
+        x[j, :m, 0] = rng.exponential(500.0 / m, m) + 0.1
+        x[j, :m, 1] = jet_y + rng.normal(0, 0.1, m)
+        x[j, :m, 2] = jet_phi + rng.normal(0, 0.1, m)
+        x[j, :m, 3] = rng.choice(QG_PIDS, m)
+    return {"X": x, "y": rng.integers(0, 2, n_jets).astype(np.float64)}
+
+
+def write_qg_npz(path: str | os.PathLike[str], arrays: Mapping[str, np.ndarray]) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)
+    return path

@@ -22,7 +22,6 @@ from salt.models import ModelSpec, build_model
 
 ROOT = Path(__file__).resolve().parent.parent
 CUDA = torch.cuda.is_available()
-needs_cuda = pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU (run on a GPU node)")
 QUICK = {"repeats": 2, "warmup": 1, "time_budget_s": 10.0}
 
 TOP_KEYS = {"variant", "dataset", "spec", "device", "device_info", "cost", "results", "skipped", "notes",
@@ -125,6 +124,7 @@ def test_peak_memory_is_per_configuration_and_grows_with_batch():
 
 @pytest.mark.parametrize("model, particles, batch, backend, precision", [
     ("transformer", 128, 256, "onnxruntime", "fp32"),
+    ("transformer", 512, 128, "eager", "bf16"),
     ("salt_nopartition", 128, 1024, "eager", "bf16"),
     ("linformer", 200, 512, "eager", "fp32"),
 ])
@@ -138,13 +138,72 @@ def test_estimate_bounds_measured_memory(model, particles, batch, backend, preci
 
 def test_estimate_counts_one_slice_on_cpu_eager_and_the_whole_batch_elsewhere():
     spec = ModelSpec(model="transformer", particles=1024, classes=5)
-    sliced = bench.estimate_memory_mb(spec, 4096, backend="eager", device="cpu")
-    whole = bench.estimate_memory_mb(spec, 4096, backend="eager", device="cpu", chunk_rows=0)
+    math = {"kernel": "math"}
+    sliced = bench.estimate_memory_mb(spec, 4096, backend="eager", device="cpu", **math)
+    whole = bench.estimate_memory_mb(spec, 4096, backend="eager", device="cpu", chunk_rows=0, **math)
     assert limits.slice_jets(spec, 4096, backend="eager", device="cpu", chunk_rows=None) == 64
     assert whole > 60 * sliced
-    # the brief's example: 4096 jets x 4 heads x 1024^2 logits is 64 GiB per copy, far over 8 GiB
+    # 4096 jets x 4 heads x 1024^2 logits is 64 GiB per copy, far over 8 GiB
     assert whole > 3 * 64 * 1024 and bench.estimate_memory_mb(spec, 4096, backend="onnxruntime") > whole
-    assert bench.estimate_memory_mb(spec, 4096, backend="eager", device="cuda") == pytest.approx(whole)
+    assert bench.estimate_memory_mb(spec, 4096, backend="eager", device="cuda", **math) == pytest.approx(whole)
+
+
+def _executed_sdpa_kernels(spec: ModelSpec, precision: str) -> set[str]:
+    """The aten attention ops one forward of `spec` runs on the CPU, from torch's profiler."""
+    torch.manual_seed(0)
+    model = build_model(spec).eval()
+    x, mask = bench.random_jets(spec, 2)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof, torch.inference_mode(), \
+            torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+        model(x, mask)
+    return {e.name for e in prof.events() if "scaled_dot_product" in e.name and e.name != "aten::scaled_dot_product_attention"}
+
+
+@pytest.mark.parametrize("mask, precision", [(False, "fp32"), (True, "fp32"), (True, "bf16")])
+def test_attention_kernel_is_the_kernel_torch_runs(mask, precision):
+    """The estimate's kernel is the one scaled_dot_product_attention executes (profiled), and forcing
+    the math path makes both the probe and the estimate follow."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    spec = ModelSpec(model="transformer", particles=64, classes=5, mask=mask)
+    names = {"flash (cpu)": "aten::_scaled_dot_product_flash_attention_for_cpu",
+             "math": "aten::_scaled_dot_product_attention_math"}
+    limits.attention_kernel.cache_clear()
+    kernel = limits.attention_kernel(spec, "cpu", precision)
+    assert kernel in names and _executed_sdpa_kernels(spec, precision) == {names[kernel]}
+    fused = bench.estimate_memory_mb(spec.replace(particles=1024), 4096, chunk_rows=0, precision=precision)
+    with sdpa_kernel([SDPBackend.MATH]):
+        limits.attention_kernel.cache_clear()
+        assert limits.attention_kernel(spec, "cpu", precision) == "math"
+        assert _executed_sdpa_kernels(spec, precision) == {names["math"]}
+        math = bench.estimate_memory_mb(spec.replace(particles=1024), 4096, chunk_rows=0, precision=precision)
+    limits.attention_kernel.cache_clear()
+    assert kernel == "math" or math > 20 * fused
+    assert limits.attention_kernel(ModelSpec(model="salt", particles=64, classes=5)) is None
+    assert limits.attention_kernel(spec, "cpu", precision, "onnxruntime") == "onnxruntime"
+
+
+def test_gpu_estimate_keeps_what_fits_and_names_the_kernel():
+    """The issue's case: Transformer, N = 1024, batch 4096 on an H200 (80% of 143,771 MiB). The fused
+    kernels hold no N x N logits and fit; only the math path would not."""
+    spec = ModelSpec(model="transformer", particles=1024, classes=5)
+    budget = 0.8 * 143_771
+    for precision in ("fp32", "bf16"):
+        for kernel in ("efficient", "flash", "cudnn"):
+            assert bench.estimate_memory_mb(spec, 4096, device="cuda", precision=precision, kernel=kernel) < budget / 10
+        assert bench.estimate_memory_mb(spec, 4096, device="cuda", precision=precision, kernel="math") > budget
+    assert "efficient attention kernel: no N x N logits" in limits.attention_assumption(spec, "efficient")
+    assert "math attention kernel: (H, N, N) logits held" in limits.attention_assumption(spec, "math")
+    assert "linear attention" in limits.attention_assumption(ModelSpec(model="salt", particles=8, classes=5), None)
+
+
+def test_skip_reason_names_the_assumed_kernel():
+    spec = ModelSpec(model="transformer", particles=256, classes=5)
+    sweep = bench.run_sweep(spec, batches=[2048], backends=["eager"], chunk_rows=0, memory_budget_mb=20, **QUICK)
+    (skip,) = sweep["skipped"]
+    kernel = limits.attention_kernel(spec, "cpu", "fp32")
+    assert skip["attention_kernel"] == kernel and f"({kernel} attention kernel: " in skip["reason"]
+    assert not sweep["results"]
 
 
 @pytest.mark.parametrize("variant, mask", [("salt", False), ("linformer", False), ("transformer", False),
@@ -189,6 +248,8 @@ def test_sweep_cli_errors(tmp_path, capsys):
     assert "--variant, --dataset and --output" in capsys.readouterr().err
     assert run_cli(tmp_path, "--backends", "cudagraph")[0] == 2
     assert "cudagraph needs a cuda device" in capsys.readouterr().err
+    assert run_cli(tmp_path, "--backends", "eager", "fused")[0] == 2
+    assert "fused needs a cuda device" in capsys.readouterr().err
     assert cli.main(["bench", "--variants", "salt", "--batch", "1", "2"]) == 2
     assert "one --batch" in capsys.readouterr().err
     assert not list(tmp_path.rglob("*.json"))
@@ -221,7 +282,7 @@ def test_legacy_comparison_mode_takes_threads_zero(capsys):
 
 # --------------------------------------------------------------------------- GPU machines only
 
-@needs_cuda
+@pytest.mark.gpu
 def test_cuda_sweep_backends_precisions_and_memory():
     spec = ModelSpec(model="salt", particles=32, classes=5)
     sweep = bench.run_sweep(spec, device="cuda", particles=[32, 128], batches=[1, 1024],
@@ -236,7 +297,7 @@ def test_cuda_sweep_backends_precisions_and_memory():
     assert sweep["settings"]["memory_budget_source"] == "default: 80% of the GPU's memory"
 
 
-@needs_cuda
+@pytest.mark.gpu
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_cuda_graph_replay_matches_eager(precision):
     spec = ModelSpec(model="salt", particles=40, classes=5)
@@ -252,13 +313,72 @@ def test_cuda_graph_replay_matches_eager(precision):
     torch.testing.assert_close(got, expected, rtol=1e-3, atol=1e-3)
 
 
-@needs_cuda
+@pytest.mark.gpu
+def test_cuda_fused_backend_rows_are_fp32_and_full_attention_is_a_note():
+    pytest.importorskip("triton", reason="the fused backend needs triton")
+    sweep = bench.run_sweep(ModelSpec(model="salt", particles=40, classes=5, blocks=2), device="cuda",
+                            batches=[1, 256], backends=["eager", "fused"], precisions=["fp32", "bf16"], **QUICK)
+    fused = [r for r in sweep["results"] if r["backend"] == "fused"]
+    assert {(r["batch"], r["precision"]) for r in fused} == {(1, "fp32"), (256, "fp32")}
+    assert all(r["latency_ms"] > 0 and r["peak_memory_mb"] > 0 for r in fused)
+    assert any("fused: fp32 only" in n for n in sweep["notes"])
+    sweep = bench.run_sweep(ModelSpec(model="transformer", particles=16, classes=5), device="cuda", batches=[2],
+                            backends=["eager", "fused"], precisions=["fp32"], **QUICK)
+    assert {r["backend"] for r in sweep["results"]} == {"eager"}
+    assert any("full softmax attention" in n for n in sweep["notes"])
+
+
+@pytest.mark.gpu
+def test_cuda_fused_graph_replay_matches_eager():
+    pytest.importorskip("triton", reason="the fused backend needs triton")
+    from salt.kernels.fused import FusedClassifier
+
+    spec = ModelSpec(model="salt", particles=150, classes=5, mask=True, blocks=2)
+    dev = torch.device("cuda")
+    torch.manual_seed(0)
+    model = build_model(spec).to(dev).eval()
+    x, mask = bench.random_jets(spec, 512, dev, seed=1)
+    with torch.inference_mode():
+        expected = model(x, mask).clone()
+        got = measure._capture_graph(FusedClassifier(model), x, mask, 2, dev)().clone()
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
+
+
+@pytest.mark.gpu
 def test_cuda_document_records_the_gpu(tmp_path, capsys):
     code, out = run_cli(tmp_path, "--sweep-particles", "16", "--batch", "1", "8", "--repeats", "2", "--warmup", "1",
                         device="cuda")
     assert code == 0, capsys.readouterr().err
     info = json.loads(out.read_text())["device_info"]
     assert info["gpu"] and info["device"] == "cuda" and info["cuda"] == torch.version.cuda
+
+
+@pytest.mark.gpu
+def test_cuda_sweep_on_an_indexed_device_with_torch_compile():
+    """`cuda:i` as well as `cuda`; torch.compile in fp32 and bf16 beside eager and CUDA graphs."""
+    device = f"cuda:{torch.cuda.device_count() - 1}"
+    spec = ModelSpec(model="salt", particles=32, classes=5)
+    sweep = bench.run_sweep(spec, device=device, batches=[64], backends=["eager", "cudagraph", "compile"],
+                            precisions=["fp32", "bf16"], **QUICK)
+    assert {(r["backend"], r["precision"]) for r in sweep["results"]} == {
+        (b, p) for b in ("eager", "cudagraph", "compile") for p in ("fp32", "bf16")}
+    assert all(r["latency_ms"] > 0 and r["peak_memory_mb"] > 0 for r in sweep["results"])
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("particles, batch, precision, mask", [
+    (1024, 4096, "fp32", False), (1024, 4096, "bf16", False), (512, 1024, "fp32", True)])
+def test_cuda_transformer_that_fits_runs_and_the_estimate_bounds_it(particles, batch, precision, mask):
+    """The issue's case (N = 1024, batch 4096) was skipped by an estimate that assumed N x N logits:
+    with the kernel torch picks it runs, under the default budget, and stays under its estimate."""
+    spec = ModelSpec(model="transformer", particles=particles, classes=5, mask=mask)
+    kernel = limits.attention_kernel(spec, "cuda", precision)
+    assert kernel not in limits.MATERIALISING_KERNELS, kernel
+    sweep = bench.run_sweep(spec, device="cuda", batches=[batch], backends=["eager"], precisions=[precision],
+                            repeats=3, warmup=1, time_budget_s=10.0)
+    assert not sweep["skipped"], sweep["skipped"]
+    (row,) = sweep["results"]
+    assert 0 < row["peak_memory_mb"] <= row["estimated_memory_mb"], (kernel, row)
 
 
 @pytest.mark.slow

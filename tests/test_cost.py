@@ -13,7 +13,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from salt import cli
 from salt.models import ModelSpec, build_model, model_cost
 
-# (variant, N, classes, partitions, blocks) -> (params, TF-profiler FLOPs); research/paper.md §1.7 and §4.4
+# (variant, N, classes, partitions, blocks) -> (params, TF-profiler FLOPs), as the paper's tables give them
 PAPER = {
     # 1 block, p = 4: hls4ml N=16, 32, 150 (5 classes); Top N=200 and QG N=150 (1 output)
     ("transformer", 16, 5, 4, 1): (2009, 76494), ("transformer", 32, 5, 4, 1): (2009, 197326),

@@ -1,6 +1,6 @@
 """The authors' own Keras outputs, reproduced: `salt reference-check` on the fixture cases.
 
-tests/data/reference_models is a copy of shared/fixtures/reference_models (small data,
+tests/data/reference_models holds the authors' Keras models' outputs with their weights (small data,
 shipped with the repository so the check runs wherever the repository is cloned).
 SALT_REFERENCE_DIR, when set, names another copy to check as well.
 """

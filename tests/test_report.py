@@ -239,7 +239,7 @@ def _check_latex(text: str, name: str) -> None:
 
 def test_latex_tables_are_structurally_sound(run):
     out = tables(run["root"], run["metrics"], run["bench"])
-    for name in ("accuracy", "resources", "partitions", "summary"):
+    for name in ("accuracy", "resources", "partitions", "summary", "binary"):
         text = (out / f"{name}.tex").read_text()
         _check_latex(text, name)
     acc = (out / "accuracy.tex").read_text()
@@ -334,6 +334,44 @@ def test_undefined_metric_is_a_dash(tmp_path):
     assert float(row["accuracy"]) == pytest.approx(np.mean(p <= 0.5))
     line = next(ln for ln in (out / "accuracy.md").read_text().splitlines() if ln.startswith("| SAL-T"))
     assert line.endswith("| — | — | — | — |")
+
+
+def _rejection_at(is_sig: np.ndarray, score: np.ndarray, eff: float) -> float:
+    fpr, tpr, _ = roc_curve(is_sig, score)
+    return 1.0 / np.interp(eff, tpr, fpr)
+
+
+def test_binary_table_has_the_paper_columns_per_dataset(run, tmp_path):
+    """Top and QG each get a section: accuracy, AUC, 1/eps_B at 0.5 and 0.3, 1/FPR at 0.8, params,
+    FLOPs, mean and std over seeds; a multi-class dataset gets none."""
+    metrics, expected = [], {}
+    for dataset, classes in (("top", ["QCD", "top"]), ("qg", ["gluon", "quark"])):
+        for seed in SEEDS:
+            rng = np.random.default_rng([len(dataset), seed])
+            y = rng.permutation(np.repeat([0, 1], [151, 149]))  # 0.8 * 149, 0.5 * 149, 0.3 * 149: no exact ROC point
+            p = 1 / (1 + np.exp(-(rng.normal(size=len(y)) + 0.5 * (2 * y - 1))))
+            metrics.append(write_metrics(tmp_path, dataset, "salt", "kt", seed, y, p, classes=classes,
+                                         spec=full_spec("salt", classes=1)))
+            for eff in (0.3, 0.5, 0.8):
+                expected.setdefault((dataset, eff), []).append(_rejection_at(y == 1, p, eff))
+            expected.setdefault((dataset, "auc"), []).append(roc_auc_score(y, p))
+    out = tables(tmp_path, metrics + run["metrics"][:1], [], out="t")
+    rows = {r["dataset"]: r for r in read_csv(out / "binary.csv")}
+    assert sorted(rows) == ["qg", "top"]  # no section for the 5-class pythia run
+    for dataset, row in rows.items():
+        for key, eff in (("rej30", 0.3), ("rej50", 0.5), ("rej80", 0.8)):
+            values = expected[(dataset, eff)]
+            assert float(row[key]) == pytest.approx(np.mean(values), rel=1e-6)
+            assert float(row[f"{key}_std"]) == pytest.approx(np.std(values, ddof=1), rel=1e-6)
+        assert float(row["auc"]) == pytest.approx(np.mean(expected[(dataset, "auc")]), rel=1e-9)
+        assert int(row["params"]) == COST["salt"][0] and int(row["flops_paper"]) == COST["salt"][1]
+    md = (out / "binary.md").read_text()
+    assert "Top tagging (top, N = 16, 1 output)" in md and "Quark-gluon (qg, N = 16, 1 output)" in md
+    assert "Signal: top, background: QCD." in md and "Signal: quark, background: gluon." in md
+    assert "| 1/εB @ εS = 0.5 | 1/εB @ εS = 0.3 | 1/FPR @ TPR = 0.8 (paper) | Params | FLOPs (paper) |" in md
+    _check_latex((out / "binary.tex").read_text(), "binary")
+    none = tables(tmp_path, run["metrics"][:1], [], out="none")
+    assert "No two-class dataset" in (none / "binary.md").read_text()
 
 
 def test_summary_names_the_best_model(run):
@@ -490,7 +528,7 @@ def test_report_rules_and_snakemake_report(tmp_path):
     assert "Nothing to be done" in dry.stdout + dry.stderr  # a fixed set of outputs, all present
     proc = snakemake(work, "--report", "report.html", *only)
     html = (work / "report.html").read_text()
-    tables_added = {"accuracy", "resources", "partitions", "summary"}
+    tables_added = {"accuracy", "resources", "partitions", "summary", "binary"}
     for name in tables_added:
         assert f"Adding {name}.html" in proc.stderr
     for name in FIGURES:

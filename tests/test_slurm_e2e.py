@@ -2,9 +2,11 @@
 
 A throwaway single-node SLURM (tests/slurm/up.sh: munged, MariaDB + slurmdbd, slurmctld, slurmd)
 is started for the session unless it is already up, and stopped again only if this session
-started it. The workflow is copied into a temporary directory and run with
-`snakemake --profile profiles/slurm-ci --configfile tests/data/config.tiny.yaml`; every
-non-local job must show up in `sacct` as COMPLETED, under this run's job name and rule comment.
+started it. The workflow is copied into a temporary directory, the copy's cluster profile gets
+this site's values (tests/slurm/site.yaml: account, partition, job sizes), as a site fills in
+its own, and the run is exactly what a user types on a login node, `snakemake --profile slurm`,
+with `--configfile tests/data/config.tiny.yaml`; every non-local job must show up in `sacct` as
+COMPLETED, under this run's job name and rule comment.
 
 Without the SLURM packages (or without root to start the daemons) the test is skipped, unless
 SALT_REQUIRE_SLURM=1 (CI), where that is a failure.
@@ -23,6 +25,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
+import yaml
 from workflowrun import copy_workflow
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,7 +33,8 @@ UP, DOWN = ROOT / "tests/slurm/up.sh", ROOT / "tests/slurm/down.sh"
 CLUSTER = "salt-ci"  # the ClusterName up.sh writes; any other answering cluster is left alone
 TINY = "tests/data/config.tiny.yaml"  # relative to the repository root (and to the copy)
 # what a run needs from the repository; salt/ also because rules list its sources as inputs
-WORKFLOW_PARTS = ("Snakefile", "config.yaml", "workflow", "salt", "envs", "profiles", "tests/data")
+WORKFLOW_PARTS = ("Snakefile", "config.yaml", "workflow", "salt", "envs", "profiles", "slurm", "tests/data")
+SITE = ROOT / "tests/slurm/site.yaml"
 DAEMONS = ("sbatch", "sacct", "squeue", "scontrol", "munged", "slurmctld", "slurmd", "slurmdbd", "mariadbd")
 RUN_TIMEOUT_S = 1500
 
@@ -136,6 +140,24 @@ def sacct_jobs(workdir: Path, since: datetime) -> dict[str, dict[str, str]]:
     return {r["JobIDRaw"]: r for r in rows if Path(r["WorkDir"]) == workdir}
 
 
+def fill_in_site(profile: Path, site: Path = SITE) -> None:
+    """Write `site`'s values into the cluster profile `profile` (config.yaml): top-level keys are
+    replaced, and default-resources / set-resources entries are replaced one by one, so the rest
+    of the shipped profile is what runs."""
+    config = yaml.safe_load(profile.read_text())
+    for key, value in yaml.safe_load(site.read_text()).items():
+        if key == "default-resources":
+            config.setdefault(key, {}).update(value)
+        elif key == "set-resources":
+            for rule, resources in value.items():
+                config.setdefault(key, {}).setdefault(rule, {}).update(resources)
+        else:
+            config[key] = value
+    placeholders = re.findall(r"<[a-z-]+>", yaml.safe_dump(config))
+    assert not placeholders, f"{site} leaves the profile's placeholders {sorted(set(placeholders))} unfilled"
+    profile.write_text(yaml.safe_dump(config, sort_keys=False))
+
+
 def check_run_on_slurm(source: Path, workdir: Path, configfile: str = TINY) -> None:
     """Run the workflow of `source` through the local SLURM in `workdir` and check that every
     non-local job went through sbatch and finished in SLURM's accounting, and that a second
@@ -143,7 +165,9 @@ def check_run_on_slurm(source: Path, workdir: Path, configfile: str = TINY) -> N
     assert (source / "Snakefile").is_file(), f"no Snakefile in {source}"
     assert (source / configfile).is_file(), f"missing {source / configfile}"
     copy_workflow(workdir, config=None, parts=WORKFLOW_PARTS, root=source)
-    args = ("--profile", "profiles/slurm-ci", "--configfile", configfile)
+    assert (workdir / "slurm").is_symlink(), "the root's `slurm` profile link was not copied as a link"
+    fill_in_site(workdir / "profiles/slurm/config.yaml")
+    args = ("--profile", "slurm", "--configfile", configfile)
     since = datetime.now() - timedelta(seconds=5)
 
     t0 = time.monotonic()

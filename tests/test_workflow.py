@@ -89,7 +89,7 @@ def test_editing_training_code_reruns_training_not_data(finished_run):
 def test_html_report_has_every_table_and_figure(finished_run):
     proc = snakemake(finished_run, "--report", "report.html")
     assert (finished_run / "report.html").stat().st_size > 100_000
-    for table in ("accuracy", "resources", "partitions", "summary"):
+    for table in ("accuracy", "resources", "partitions", "summary", "binary"):
         assert f"Adding {table}.html" in proc.stderr
     for fig in ("roc", "accuracy_per_sort", "accuracy_vs_multiplicity", "latency_vs_n", "accuracy_vs_flops",
                 "attention_maps"):

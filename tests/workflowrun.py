@@ -31,7 +31,10 @@ def copy_workflow(dest: Path, config: Path | dict[str, Any] | None = TINY,
     the copied one)."""
     for part in parts:
         src = root / part
-        if src.is_dir():
+        if src.is_symlink():  # e.g. the root's `slurm` profile link: kept a link, as in a clone
+            (dest / part).parent.mkdir(parents=True, exist_ok=True)
+            (dest / part).symlink_to(os.readlink(src))
+        elif src.is_dir():
             shutil.copytree(src, dest / part, ignore=shutil.ignore_patterns("__pycache__", ".snakemake"))
         elif src.exists():
             (dest / part).parent.mkdir(parents=True, exist_ok=True)

@@ -9,13 +9,15 @@ from pathlib import Path
 
 import torch
 
+from salt.kernels.fused import fused_extra_bytes
 from salt.models import ModelSpec, build_model
 from salt.models.classifier import JetClassifier
 
 
-BACKENDS = ("eager", "compile", "cudagraph", "onnxruntime")
+BACKENDS = ("eager", "compile", "cudagraph", "onnxruntime", "fused")
+CUDA_ONLY_BACKENDS = ("cudagraph", "fused")  # fused: the one-kernel Triton forward (salt/kernels), fp32
 PRECISIONS = ("fp32", "bf16")
-DEFAULT_BACKENDS = {"cpu": ("eager", "onnxruntime"), "cuda": ("eager", "cudagraph")}
+DEFAULT_BACKENDS = {"cpu": ("eager", "onnxruntime"), "cuda": ("eager", "cudagraph", "fused")}
 DEFAULT_PRECISIONS = {"cpu": ("fp32",), "cuda": ("fp32", "bf16")}
 DEFAULT_BATCHES = (1, 4096)
 DEFAULT_CPU_BUDGET_GB = 8.0
@@ -31,7 +33,8 @@ MEMORY_NOTE = {
             "resident set at start, less library code paged in: weights, inputs, intermediates, allocator slack; "
             "compile: not measured (null), the compiler's own memory would dominate"),
     "cuda": ("torch.cuda.max_memory_allocated after reset_peak_memory_stats, weights and inputs on the device; "
-             "cudagraph: warm-up and capture included; compile: after compiling; onnxruntime: not measured (null)"),
+             "cudagraph and fused: warm-up and capture included; compile: after compiling; "
+             "onnxruntime: not measured (null)"),
 }
 
 
@@ -96,33 +99,86 @@ def slice_jets(spec: ModelSpec, batch: int, *, backend: str, device: str, chunk_
 ESTIMATE_OVERHEAD_MB = 16.0  # runtime scratch and session state beside the tensors
 ESTIMATE_BF16_FACTOR = 1.5  # autocast keeps bf16 copies beside the fp32 tensors
 ESTIMATE_ARENA_FACTOR = 2.0  # ONNX Runtime's CPU arena grows by doubling
+ESTIMATE_CPU_TILE_MB = 2.0  # per thread: torch's CPU flash attention keeps a (256 x 512) tile and its sums
+# Kernels of torch's scaled_dot_product_attention (torch.nn.attention.SDPBackend values), and the
+# one path that holds a jet's (H, N, N) logits in memory: the math fallback (ONNX Runtime's graph too).
+SDPA_KERNELS = {0: "math", 1: "flash", 2: "efficient", 3: "cudnn", 4: "overrideable"}
+MATERIALISING_KERNELS = ("math", "onnxruntime")
+
+
+@lru_cache(maxsize=256)
+def attention_kernel(spec: ModelSpec, device: str = "cpu", precision: str = "fp32", backend: str = "eager"
+                     ) -> str | None:
+    """The kernel full attention runs on for `spec` on `device`, asked of torch's own dispatcher
+    (torch._fused_sdp_choice, the choice scaled_dot_product_attention makes) with the model's inputs
+    for two jets, under bf16 autocast for bf16. "flash (cpu)" is torch's blockwise CPU kernel,
+    "onnxruntime" the exported graph (matmul, softmax). None for linear attention (no N x N logits).
+
+    Kernel choice depends on dtype, head size, mask and GPU, not on the batch, so two jets stand
+    for any batch. On cuda this touches the GPU (a context in the calling process)."""
+    if spec.attention != "full":
+        return None
+    if backend == "onnxruntime":
+        return "onnxruntime"
+    from salt.models.attention import FullAttention
+
+    dev = torch.device(device)
+    with torch.inference_mode(), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+        attention = FullAttention(spec).to(dev)
+        x = torch.randn(2, spec.particles, spec.d_model, device=dev)
+        key_mask = torch.ones(2, spec.particles, dtype=torch.bool, device=dev) if spec.mask else None
+        q, k, v, attn_mask = attention.sdpa_inputs(x, key_mask)
+        choice = int(torch._fused_sdp_choice(q, k, v, attn_mask))
+    name = SDPA_KERNELS.get(choice, f"sdpa backend {choice}")
+    return f"{name} (cpu)" if dev.type == "cpu" and name != "math" else name
+
+
+def attention_assumption(spec: ModelSpec, kernel: str | None) -> str:
+    """What the memory estimate assumed about attention, for a skip reason."""
+    if spec.attention != "full":
+        return f"linear attention: (H, N, {spec.partitions}) logits"
+    if kernel in MATERIALISING_KERNELS:
+        return f"{kernel} attention kernel: (H, N, N) logits held"
+    return f"{kernel} attention kernel: no N x N logits held"
 
 
 def estimate_memory_mb(spec: ModelSpec, batch: int, *, backend: str = "eager", device: str = "cpu",
-                       impl: str = "fused", chunk_rows: int | None = None, precision: str = "fp32") -> float:
+                       impl: str = "fused", chunk_rows: int | None = None, precision: str = "fp32",
+                       kernel: str | None = None, threads: int = 1) -> float:
     """Conservative peak memory of one inference pass, in MiB: weights, inputs and the activations
     alive at the widest point of a block, counted as fp32, plus allowances for autocast copies,
     ONNX Runtime's arena and runtime scratch (checked against measurements in tests/test_bench_sweep.py).
 
-    Full attention counts its (H, N, N) logits three times (scores, softmax, a temporary), as the
-    math path and ONNX Runtime materialise them; PyTorch's fused attention kernels need less, so
-    the estimate errs high there, which is the safe side for a skip decision.
+    Full attention depends on its kernel (`kernel`, else `attention_kernel` is asked): the math
+    path and ONNX Runtime hold the (H, N, N) logits, counted three times (scores, softmax, a
+    temporary); the fused kernels (flash, memory-efficient, cuDNN, the CPU flash kernel) work on
+    tiles, keeping a running maximum and sum per query row and head beside copies of q, k, v and
+    the output, plus on a CPU a tile buffer per thread (`threads`).
     """
     n, d, dff, h = spec.particles, spec.d_model, spec.d_ff, spec.heads
-    keys = n if spec.attention == "full" else spec.partitions
-    per_particle = 6 * d + 2 * dff + 3 * h * keys  # floats alive per particle
+    weights = 4 * _param_count(spec)
+    inputs = batch * n * (4 * spec.features + 1) + 4 * batch * spec.classes
+    if backend == "fused":  # activations stay on chip: the packed weights and the scratch buffer
+        return ESTIMATE_OVERHEAD_MB + (weights + inputs + fused_extra_bytes(spec, batch)) / 2**20
+    scratch_mb = 0.0
+    if spec.attention == "full":
+        kernel = kernel or attention_kernel(spec, device, precision, backend)
+        attention = 3 * h * n if kernel in MATERIALISING_KERNELS else 2 * h + 4 * d
+        if kernel is not None and kernel.endswith("(cpu)"):
+            scratch_mb = ESTIMATE_CPU_TILE_MB * threads
+    else:
+        attention = 3 * h * spec.partitions
+    per_particle = 6 * d + 2 * dff + attention  # floats alive per particle
     if impl == "straightforward" and spec.attention != "full":
         per_particle += 4 * d  # K and V at full length, zero-padded
     if spec.pair_bias:  # the 4 pair features and their temporaries, then the (H, keys) bias and its copy
         per_particle += (4 + 8 + 2 * h + spec.pair_hidden) * keys
     jets = slice_jets(spec, batch, backend=backend, device=device, chunk_rows=chunk_rows)
     working = 4 * jets * n * per_particle * (ESTIMATE_BF16_FACTOR if precision == "bf16" else 1.0)
-    weights = 4 * _param_count(spec)
-    inputs = batch * n * (4 * spec.features + 1) + 4 * batch * spec.classes
     total = (weights + inputs + working) / 2**20
     if backend == "onnxruntime":
         total *= ESTIMATE_ARENA_FACTOR
-    return ESTIMATE_OVERHEAD_MB + total
+    return ESTIMATE_OVERHEAD_MB + scratch_mb + total
 
 
 def default_memory_budget_mb(device: str) -> float:

@@ -1,5 +1,5 @@
-"""One configuration timed inside the measuring process: eager, torch.compile, CUDA graphs or
-ONNX Runtime, with its peak memory."""
+"""One configuration timed inside the measuring process: eager, torch.compile, CUDA graphs,
+ONNX Runtime or the fused Triton kernel (in a CUDA graph), with its peak memory."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import torch
 
 from salt.models import ModelSpec, build_model
 from salt.benchmarking.limits import MIN_TIMED_PASSES, device_kind, resolve_threads
-from salt.benchmarking.runtime import random_jets, synchronize, tune_allocator
+from salt.benchmarking.runtime import indexed_device, random_jets, synchronize, tune_allocator
 
 
 def onnxruntime_missing(kind: str) -> str | None:
@@ -35,6 +35,20 @@ def onnxruntime_missing(kind: str) -> str | None:
     if kind == "cuda" and "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
         return ("onnxruntime has no CUDAExecutionProvider here (install onnxruntime-gpu): "
                 "backend onnxruntime skipped on cuda")
+    return None
+
+
+def fused_missing(spec: ModelSpec) -> str | None:
+    """Why the fused backend cannot run `spec` here, or None when it can."""
+    from salt.kernels.fused import coverage
+
+    reason = coverage(spec)
+    if reason is not None:
+        return f"fused: {reason}; backend fused not run for {spec.model} (its eager figures are the eager rows)"
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return "triton is not installed (pip install 'salt[triton]'): backend fused skipped"
     return None
 
 
@@ -169,11 +183,11 @@ def measure_config(job: dict[str, Any]) -> dict[str, Any]:
     rss = _RssPeak() if kind == "cpu" else None  # before anything of this configuration exists
     if job["tune_allocator"]:
         tune_allocator()
-    dev = torch.device(job["device"])
+    dev = indexed_device(job["device"])
     torch.set_num_threads(resolve_threads(job["threads"]) if kind == "cpu" else 1)
     threads = torch.get_num_threads()
     if kind == "cuda":
-        torch.cuda.set_device(dev)
+        torch.cuda.set_device(dev)  # graphs, streams and the allocator's statistics follow the current device
     spec = ModelSpec.from_dict(job["spec"])
     backend, precision = job["backend"], job["precision"]
     x, mask = random_jets(spec, job["batch"], dev, job["seed"])
@@ -183,6 +197,10 @@ def measure_config(job: dict[str, Any]) -> dict[str, Any]:
         else:
             torch.manual_seed(job["seed"])
             model = build_model(spec, impl=job["impl"]).to(dev).eval()
+            if backend == "fused":
+                from salt.kernels.fused import FusedClassifier
+
+                model = FusedClassifier(model)
             if job["chunk_rows"] is not None:
                 model.inference_chunk_rows = job["chunk_rows"]
             stack.enter_context(torch.inference_mode())
@@ -190,7 +208,7 @@ def measure_config(job: dict[str, Any]) -> dict[str, Any]:
                 stack.enter_context(torch.autocast(kind, dtype=torch.bfloat16, cache_enabled=backend != "cudagraph"))
             if kind == "cuda":
                 torch.cuda.reset_peak_memory_stats(dev)
-            if backend == "cudagraph":
+            if backend in ("cudagraph", "fused"):  # fused: one kernel, replayed without Python's launch cost
                 step = _capture_graph(model, x, mask, job["warmup"], dev)
             else:
                 run = torch.compile(model) if backend == "compile" else model

@@ -67,6 +67,15 @@ def random_jets(spec: ModelSpec, batch: int, device: str | torch.device = "cpu",
     return x.to(device), mask.to(device)
 
 
+def indexed_device(device: str | torch.device) -> torch.device:
+    """The device with its index: "cuda" is the current CUDA device ("cuda:0" in a fresh process).
+    torch.cuda.set_device and friends need the index; a plain "cuda" makes them fail."""
+    dev = torch.device(device)
+    if dev.type == "cuda" and dev.index is None:
+        return torch.device("cuda", torch.cuda.current_device())
+    return dev
+
+
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)

@@ -60,6 +60,8 @@ class FileSpec:
     # (ending in "/") that are read as one unit. None: the members are only known after
     # extraction (the workflow then lists them with a checkpoint).
     members: tuple[str, ...] | None = None
+    # True: the download is itself one raw file (an h5 or npz, no archive), read where it lies.
+    plain: bool = False
 
 
 @dataclass(frozen=True)
@@ -95,7 +97,22 @@ def _jetclass_files() -> dict[str, FileSpec]:
     return files
 
 
-# md5s: JetClass from ParT's get_datasets.py; hls4ml as quoted from Zenodo (research/datasets.md).
+# Quark-gluon jets (Pythia, u/d/s quarks): md5s as published in EnergyFlow's qg_jets.py (HASHES), in
+# file order QG_jets.npz, QG_jets_1.npz ... QG_jets_19.npz.
+_QG_MD5S = (
+    "f5d052f10a79c6e8b9382637aca0ef52", "f6a1081c76a47386bc11abcf0e499552", "2628367c57ba598f4473c870d1381041",
+    "dd3ad998b0a1bd9acea2ecf029a8a921", "a56d6bb98361b55382aa8c06225e05d8", "266c688e9e6ff1cd20840692d45eaaf8",
+    "95a9f7e555fb7b1073967056b9030b11", "4ae72aaabe121bd489532c99a6bdde95", "a2b80bd4199468fde4f302d346a8c9d8",
+    "1157cbace488c70c9dcfc250f3345b06", "4b424b553e1e7f852e47ea9904bc2dcf", "ccd29c9d1abb34dd7cfb48cfc57a9695",
+    "1ed1f6f19fb8439c9811dced41d5127d", "af45818c361e11ca9b3adaba30db06ad", "488ced3ea409d7e2b196da67f7d182ec",
+    "c5e083019de6cd6a0ef12bcec1ea566b", "48605d55edff665f0c7d2f800b5a622e", "8fd47760957b5fd9adec9048b50cd1a9",
+    "d43d611484b55391e891ba31c605f792", "6753508e34014cc69714a01fca20ec38",
+)
+QG_FILES = tuple(f"QG_jets{'' if i == 0 else f'_{i}'}.npz" for i in range(20))
+
+
+# md5s: JetClass from ParT's get_datasets.py; hls4ml as published on its Zenodo record; QG from EnergyFlow.
+# Top tagging: no md5 is published with the files, so the first download's is pinned (sidecar).
 DATASETS: dict[str, Dataset] = {
     "jetclass": Dataset("https://zenodo.org/records/6619768/files/{name}?download=1", _jetclass_files()),
     "jetclass_example": Dataset("https://hqu.web.cern.ch/datasets/JetClass/example/{name}",
@@ -109,6 +126,11 @@ DATASETS: dict[str, Dataset] = {
     "modelnet10": Dataset("http://3dvision.princeton.edu/projects/2014/3DShapeNets/{name}",
                           {"ModelNet10.zip": FileSpec(None, members=tuple(
                               f"ModelNet10/{c}/{s}/" for c in MODELNET10_CLASSES for s in ("train", "test")))}),
+    # pandas HDF stores, one per official split (1,211,000 / 403,000 / 404,000 jets)
+    "toptagging": Dataset("https://zenodo.org/records/2603256/files/{name}?download=1",
+                          {name: FileSpec(None, plain=True) for name in ("train.h5", "val.h5", "test.h5")}),
+    "quarkgluon": Dataset("https://zenodo.org/records/3164691/files/{name}?download=1",
+                          {name: FileSpec(md5, plain=True) for name, md5 in zip(QG_FILES, _QG_MD5S, strict=True)}),
 }
 
 
@@ -446,7 +468,8 @@ def main(args: argparse.Namespace) -> int:
     ds = DATASETS[args.dataset]
     if args.list:
         for name, spec in ds.files.items():
-            members = f"{len(spec.members)} known members" if spec.members is not None else "members listed on extraction"
+            members = ("a raw file, no archive" if spec.plain else f"{len(spec.members)} known members"
+                       if spec.members is not None else "members listed on extraction")
             print(f"{name}\t{spec.md5 or '-'}\t{spec.size or '-'}\t{members}")
         return 0
     if not args.file or not args.output:

@@ -3,7 +3,7 @@
 Everything here works on physical values (GeV, radians) held in jagged awkward
 arrays, before any normalisation: the authors' code computed kT on normalised
 inputs, which makes "ΔR" unphysical and can sort soft particles behind the
-padding (research/paper.md §2.5). Sorting is stable and descending; padding is
+padding. Sorting is stable and descending; padding is
 added afterwards, so it always comes last.
 """
 
@@ -44,6 +44,7 @@ def kt(pt, deta, dphi):
 # Sort keys: each maps a record to a jagged key; particles are ordered by the
 # key, descending. "none" keeps the file order.
 
+
 def _key_kt(rec: Record) -> ak.Array:
     p = rec.particles
     return kt(p.pt, p.deta, p.dphi)
@@ -66,7 +67,10 @@ def _key_none(rec: Record) -> ak.Array:
 
 
 def _key_radius(rec: Record) -> ak.Array:
-    # point clouds: distance from the centroid (points are centred and scaled to the unit sphere)
+    # Point clouds: distance from the centroid, sorted descending ("outermost first"). kT = pT·ΔR
+    # weights a particle's distance from the axis by its momentum; points carry none (each is an
+    # equal share of the surface), so kT reduces to the distance from the axis, the centroid
+    # (clouds are centred there). Partitions are then concentric shells, extremities first.
     p = rec.particles
     return np.sqrt(p.x * p.x + p.y * p.y + p.z * p.z)
 
@@ -93,10 +97,6 @@ SORT_FIELDS: dict[str, tuple[str, ...]] = {
 }
 
 
-def sort_names(kind: str) -> list[str]:
-    return sorted((JET_SORTS if kind == "jet" else POINT_SORTS))
-
-
 def sort_key(rec: Record, name: str) -> ak.Array:
     """The jagged float key of sort `name` for every particle of `rec`."""
     table = JET_SORTS if rec.kind == "jet" else POINT_SORTS
@@ -107,6 +107,7 @@ def sort_key(rec: Record, name: str) -> ak.Array:
 
 # ---------------------------------------------------------------------------
 # Per-particle features, computed on demand from the record's fields.
+
 
 def _log(x):
     # soft particles can have E or pT at float32 underflow; clip to keep logs finite
@@ -168,6 +169,7 @@ def feature(rec: Record, name: str) -> ak.Array:
 
 
 # ---------------------------------------------------------------------------
+
 
 def sort_and_pad(rec: Record, features: Sequence[str], sort: str, n_particles: int
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

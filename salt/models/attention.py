@@ -1,6 +1,6 @@
 """Attention over the particles of a jet: full softmax, and the Linformer / SAL-T family.
 
-Semantics follow the authors' Keras code (research/paper.md §1.1-1.3). Each linear
+Semantics follow the authors' Keras code (github.com/aaronw5/SAL-T4HEP). Each linear
 variant has two forward paths that compute the same function:
 
 * ``straightforward`` is a line-by-line port: K and V are zero-padded and cut into
@@ -309,6 +309,20 @@ class FullAttention(nn.Module):
         self.v = keras_dense_(nn.Linear(d, d, bias=False))
         self.out = keras_dense_(nn.Linear(d, d))
 
+    def sdpa_inputs(self, x: torch.Tensor, key_mask: torch.Tensor | None = None
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(q, k, v, attn_mask) as forward hands them to scaled_dot_product_attention; the memory
+        estimate of salt.benchmarking.limits asks torch which kernel these inputs get."""
+        b, n, _ = x.shape
+        h, k = self.heads, self.head_dim
+        w = torch.cat([self.q.weight, self.k.weight, self.v.weight])
+        q, key, val = F.linear(x, w).view(b, n, 3, h, k).permute(2, 0, 3, 1, 4).unbind(0)
+        attn_mask = None
+        if key_mask is not None:
+            # a jet without particles attends to its (zero) padding rather than to nothing (NaN)
+            attn_mask = (key_mask | ~key_mask.any(1, keepdim=True))[:, None, None, :]
+        return q, key, val, attn_mask
+
     def forward(self, x: torch.Tensor, need_weights: bool = False, residual: torch.Tensor | None = None,
                 key_mask: torch.Tensor | None = None, bias: torch.Tensor | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -317,19 +331,13 @@ class FullAttention(nn.Module):
         so its (keys, queries) layout needs no transpose).
         Returns (attention(x) [+ residual], weights (B, H, N, N) or None)."""
         b, n, d = x.shape
-        h, k = self.heads, self.head_dim
-        w = torch.cat([self.q.weight, self.k.weight, self.v.weight])
-        q, key, val = F.linear(x, w).view(b, n, 3, h, k).permute(2, 0, 3, 1, 4).unbind(0)
-        attn_mask = None
-        if key_mask is not None:
-            # a jet without particles attends to its (zero) padding rather than to nothing (NaN)
-            attn_mask = (key_mask | ~key_mask.any(1, keepdim=True))[:, None, None, :]
+        q, key, val, attn_mask = self.sdpa_inputs(x, key_mask)
         if bias is not None:  # one float mask: the bias, and -inf where a key is masked
             attn_mask = bias if attn_mask is None else bias.masked_fill(~attn_mask, float("-inf"))
         # with a bias, attention is spelled out: the ONNX exporter's decomposition of SDPA with a
         # float mask gives an output its later reshape cannot view
         if need_weights or bias is not None:
-            logits = q @ key.transpose(-1, -2) / math.sqrt(k)
+            logits = q @ key.transpose(-1, -2) / math.sqrt(self.head_dim)
             if attn_mask is not None and attn_mask.dtype == torch.bool:
                 logits = logits.masked_fill(~attn_mask, float("-inf"))
             elif attn_mask is not None:

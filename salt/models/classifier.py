@@ -60,8 +60,7 @@ class JetClassifier(nn.Module):
 
     @torch.no_grad()
     def probabilities(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        logits = self(x, mask)
-        return torch.sigmoid(logits) if self.spec.classes == 1 else torch.softmax(logits, dim=-1)
+        return probabilities(self(x, mask))
 
     def attention_maps(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> list[torch.Tensor]:
         """Attention weights after the softmax, one per block: (B, H, N, p), or (B, H, N, N) for full attention."""
@@ -70,16 +69,9 @@ class JetClassifier(nn.Module):
     def _run(self, x: torch.Tensor, mask: torch.Tensor | None, need_weights: bool
              ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         spec = self.spec
-        if x.dim() != 3 or x.shape[1] != spec.particles or x.shape[2] != spec.features:
-            raise ValueError(f"input has shape {tuple(x.shape)}; expected (batch, {spec.particles}, {spec.features})")
-        if not spec.reads_mask:
-            mask = None  # the reference has no mask: padded slots take part everywhere
-        elif mask is not None and (mask.dtype != torch.bool or mask.shape != x.shape[:2]):
-            raise ValueError(f"mask has shape {tuple(mask.shape)} and dtype {mask.dtype}; "
-                             f"expected bool of shape {tuple(x.shape[:2])}")
+        used = check_inputs(spec, x, mask)
         bias = None if self.pair is None else self.pair(x, mask)  # one bias for every block, as in ParT
-        if not spec.mask:
-            mask = None  # the pair features leave padding out; attention and pooling see every slot
+        mask = used  # the pair features leave padding out; attention and pooling see it unless spec.mask
         h = F.relu(self.embed(x))
         maps = []
         for block in self.blocks:
@@ -89,6 +81,25 @@ class JetClassifier(nn.Module):
         for layer in self.hidden:
             z = F.relu(layer(z))
         return self.out(z), maps
+
+
+def probabilities(logits: torch.Tensor) -> torch.Tensor:
+    """Class probabilities from logits (B, C): the softmax, or the sigmoid for one class."""
+    return torch.sigmoid(logits) if logits.shape[-1] == 1 else torch.softmax(logits, dim=-1)
+
+
+def check_inputs(spec: ModelSpec, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor | None:
+    """The mask attention and pooling use: None unless spec.mask (the reference has no mask:
+    padded slots take part everywhere); raises on a wrongly shaped input, or mask when the
+    model reads it (spec.reads_mask: a pairwise bias always leaves padding out)."""
+    if x.dim() != 3 or x.shape[1] != spec.particles or x.shape[2] != spec.features:
+        raise ValueError(f"input has shape {tuple(x.shape)}; expected (batch, {spec.particles}, {spec.features})")
+    if not spec.reads_mask:
+        return None
+    if mask is not None and (mask.dtype != torch.bool or mask.shape != x.shape[:2]):
+        raise ValueError(f"mask has shape {tuple(mask.shape)} and dtype {mask.dtype}; "
+                         f"expected bool of shape {tuple(x.shape[:2])}")
+    return mask if spec.mask else None
 
 
 def pool(h: torch.Tensor, mask: torch.Tensor | None, how: str) -> torch.Tensor:

@@ -3,7 +3,7 @@
 Two FLOP counts, because they answer different questions:
 
 * ``flops_paper`` copies the authors' number: TensorFlow's v1 profiler on the frozen
-  Keras graph (research/paper.md §1.7). Its rules: MatMul/BatchMatMul 2·m·n·k, BiasAdd
+  Keras graph, as in the authors' SAL-T4HEP code. Its rules: MatMul/BatchMatMul 2·m·n·k, BiasAdd
   1 per element, Conv2D 2·(h·p) per output, Mean 1 per input element, Sum (inputs -
   outputs), RealDiv 1 per logit, Softmax 5 per element, AddV2/Mul 1 per element. The
   graph's einsum (the E/F projections), tanh, relu, the max over particles, padding and

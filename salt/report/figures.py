@@ -51,7 +51,7 @@ PALETTE = ["#3f90da", "#ffa90e", "#bd1f01", "#94a4a2", "#832db6", "#a96b59", "#e
            "#92dadd"]
 SORT_MARKERS = {"kt": "o", "pt": "s", "deltaR": "^", "radius": "D", "none": "v"}
 SORT_MATH = {"kt": r"$k_\mathrm{T}$", "pt": r"$p_\mathrm{T}$", "deltaR": r"$\Delta R$"}
-BACKEND_LINES = {"eager": "-", "compile": "--", "onnxruntime": ":", "cudagraph": "-."}
+BACKEND_LINES = {"eager": "-", "compile": "--", "onnxruntime": ":", "cudagraph": "-.", "fused": (0, (5, 1, 1, 1, 1, 1))}
 
 STYLE = {
     **hep.style.CMS,
@@ -316,12 +316,16 @@ def fig_latency_vs_n(ctx: Context) -> plt.Figure:
     if not rows_by:
         raise NoData("no benchmark results")
     devices = list(dict.fromkeys(b.device for b, _ in rows_by))
-    batches = sorted({r["batch"] for _, rs in rows_by for r in rs})
-    columns = sorted({batches[0], batches[-1]})
-    fig, axes = plt.subplots(len(devices), len(columns), figsize=(5.2 * len(columns), 4.4 * len(devices)),
-                             squeeze=False)
+    columns = {}  # per device (row): batch 1 and the largest batch measured there
+    for device in devices:
+        batches = sorted({r["batch"] for b, rs in rows_by if b.device == device for r in rs})
+        columns[device] = sorted({batches[0], batches[-1]})
+    width = max(len(c) for c in columns.values())
+    fig, axes = plt.subplots(len(devices), width, figsize=(5.2 * width, 4.4 * len(devices)), squeeze=False)
     for i, device in enumerate(devices):
-        for j, batch in enumerate(columns):
+        for ax in axes[i][len(columns[device]):]:
+            ax.set_axis_off()
+        for j, batch in enumerate(columns[device]):
             ax = axes[i][j]
             at_n0: list[float] = []
             ns_all: list[int] = []
@@ -336,7 +340,7 @@ def fig_latency_vs_n(ctx: Context) -> plt.Figure:
                     n = np.array([r["particles"] for r in pts], dtype=float)
                     y = np.array([r["ns_per_jet"] for r in pts], dtype=float)
                     label = ctx.labels.get(b.variant, b.variant) + ("" if backend == "eager" else f" ({backend})")
-                    ax.plot(n, y, BACKEND_LINES.get(backend, "-"), marker="o", ms=3.5,
+                    ax.plot(n, y, linestyle=BACKEND_LINES.get(backend, "-"), marker="o", ms=3.5,
                             color=ctx.colours.get(b.variant, "black"), label=label)
                     p10 = [r.get("latency_ms_p10") for r in pts]
                     p90 = [r.get("latency_ms_p90") for r in pts]

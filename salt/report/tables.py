@@ -6,15 +6,19 @@
   count), latency, throughput and peak memory at the dataset's N, per device benchmarked;
 * partitions (Table 7): the partition-count sweep, when the run has variants that differ
   only in `partitions` (otherwise the table is written with a note, so the DAG is fixed);
-* summary: per dataset, the best model for each quantity with the runner-up.
+* summary: per dataset, the best model for each quantity with the runner-up;
+* binary (Tables 3 and 4, Top tagging and quark-gluon): per two-class dataset, accuracy, AUC,
+  the community's background rejection 1/eps_B at eps_S = 0.5 and 0.3, the paper's 1/FPR at
+  TPR = 0.8, parameters and FLOPs.
 
-Rejections follow salt.metrics (research/paper.md §3): every number is named by its exact
+Rejections follow salt.metrics: every number is named by its exact
 definition, and an infinite rejection (no background jet passed) is shown as "> bound", the
 bound being the mean with each such value replaced by its background count.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections.abc import Callable, Sequence
@@ -42,12 +46,13 @@ from salt.report.render import Column, Label, Stat, Table, to_csv, to_html, to_l
 
 log = logging.getLogger(__name__)
 
-TABLES = ("accuracy", "resources", "partitions", "summary")
+TABLES = ("accuracy", "resources", "partitions", "summary", "binary")
 TITLES = {
     "accuracy": "Accuracy, AUC and background rejection per model and particle ordering",
     "resources": "Model size, FLOPs, latency, throughput and memory",
     "partitions": "SAL-T partition-count sweep",
     "summary": "Best model per quantity",
+    "binary": "Top tagging and quark-gluon: accuracy, AUC, background rejection, parameters and FLOPs",
 }
 REFERENCE_BACKEND = "eager"
 REFERENCE_PRECISION = "fp32"
@@ -230,23 +235,31 @@ BASE_COLUMNS = [Column("variant", "Variant", display=False), Column("model", "Mo
                 Column("n_seeds", "Seeds", "number", 0), Column("test_jets", "Test jets", "number", 0, display=False)]
 
 
+def model_rows(ds: Sequence[Evaluation], defs: Sequence[MetricDef]) -> list[dict[str, Any]]:
+    """One row per (variant, sort) of one dataset's runs: BASE_COLUMNS, the metrics over seeds, and
+    the model's size (params, flops_paper)."""
+    specs = _specs(ds)
+    groups = group(ds, "variant", "sort")
+    rows = []
+    for variant in ordered_variants(specs.items()):
+        for sort in ordered_sorts(s for v, s in groups if v == variant):
+            runs = groups[(variant, sort)]
+            row: dict[str, Any] = {
+                "variant": variant, "model": variant_label(variant, specs[variant]), "sort": _sort_cell(sort),
+                "n_seeds": len(runs), "test_jets": runs[0].metrics.get("n"),
+            }
+            row.update(seed_stats(runs, defs))
+            row.update(params=runs[0].cost.get("params"), flops_paper=runs[0].cost.get("flops_paper"))
+            rows.append(row)
+    return rows
+
+
 def accuracy_tables(evals: Sequence[Evaluation]) -> list[Table]:
     tables = []
     for dataset in ordered_datasets(e.dataset for e in evals):
         ds = [e for e in evals if e.dataset == dataset]
         defs = metric_defs(ds)
-        specs = _specs(ds)
-        groups = group(ds, "variant", "sort")
-        rows = []
-        for variant in ordered_variants(specs.items()):
-            for sort in ordered_sorts(s for v, s in groups if v == variant):
-                runs = groups[(variant, sort)]
-                row: dict[str, Any] = {
-                    "variant": variant, "model": variant_label(variant, specs[variant]), "sort": _sort_cell(sort),
-                    "n_seeds": len(runs), "test_jets": runs[0].metrics.get("n"),
-                }
-                row.update(seed_stats(runs, defs))
-                rows.append(row)
+        rows = model_rows(ds, defs)
         scheme = scheme_of(ds)
         n_particles = ds[0].spec.get("particles")
         tables.append(Table(
@@ -283,7 +296,7 @@ RESOURCE_COLUMNS = [
     Column("latency_ms_batch1_p10", "ms (batch 1), p10", "number", 4, display=False),
     Column("latency_ms_batch1_p90", "ms (batch 1), p90", "number", 4, display=False),
 ]
-RESOURCE_NOTE = ("FLOPs (paper): the authors' TF-profiler convention (research/paper.md §1.7, the E/F einsum and "
+RESOURCE_NOTE = ("FLOPs (paper): the authors' TF-profiler convention (TensorFlow's v1 profiler on the frozen Keras graph; the E/F einsum and "
                  "activations not counted); FLOPs (full): every multiply-add counted. ns/jet, jets/s and peak memory at "
                  "the largest batch measured (the Batch column; configurations not measured are named below); µs (batch 1): one jet per call. Threads 'all' = every core.")
 
@@ -335,6 +348,57 @@ def bench_rows(b: Bench, label: str | None = None) -> tuple[list[dict[str, Any]]
     return rows, notes
 
 
+GPU_COLUMNS = [
+    Column("variant", "Variant", display=False),
+    Column("model", "Model"),
+    Column("latency_us_batch1", "µs (batch 1)", "number", 1, latex=r"$\mu$s (batch 1)"),
+    Column("best_batch1", "Backend (batch 1)"),
+    Column("batch", "Largest batch", "number", 0),
+    Column("latency_ms", "ms per batch", "number", 3),
+    Column("ns_per_jet", "ns/jet", "number", 1),
+    Column("best_largest", "Backend (largest batch)"),
+]
+GPU_NOTE = ("Per variant, the fastest configuration measured at the dataset's N: at batch 1 (one jet per call, "
+            "µs) and at the largest batch measured (ms per batch and ns/jet), each naming its backend and "
+            "precision (eager, cudagraph = CUDA graphs, compile = torch.compile; bf16 = autocast).")
+
+
+def _fastest(rows: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    timed = [r for r in rows if r.get("latency_ms") is not None]
+    return min(timed, key=lambda r: r["latency_ms"]) if timed else None
+
+
+def _config_name(r: dict[str, Any]) -> str:
+    return f"{r.get('backend', 'eager')}, {r.get('precision', 'fp32')}"
+
+
+def gpu_latency_table(dataset: str, device: str, benches: Sequence[Bench]) -> Table:
+    """Table 2's GPU view: per variant the best backend at batch 1 and at its largest batch, on the named GPU."""
+    rows = []
+    for b in benches:
+        n = b.spec.get("particles")
+        at_n = [r for r in b.results if r.get("particles") == n]
+        row: dict[str, Any] = {"variant": b.variant, "model": variant_label(b.variant, b.spec)}
+        one = _fastest([r for r in at_n if r.get("batch") == 1])
+        if one is not None:
+            row.update(latency_us_batch1=one["latency_ms"] * 1000.0, best_batch1=_config_name(one))
+        if at_n:
+            largest = max(r["batch"] for r in at_n)
+            big = _fastest([r for r in at_n if r["batch"] == largest])
+            if big is not None:
+                row.update(batch=largest, latency_ms=big["latency_ms"], ns_per_jet=big.get("ns_per_jet"),
+                           best_largest=_config_name(big))
+        rows.append(row)
+    names = ", ".join(sorted({device_name(b) for b in benches}))
+    n_particles = benches[0].spec.get("particles") if benches else None
+    return Table(title=f"{dataset_label(dataset)} ({dataset}, N = {n_particles}) on {device}: {names}, "
+                       "best backend per variant",
+                 columns=GPU_COLUMNS, rows=rows, notes=[GPU_NOTE],
+                 context={"dataset": dataset, "device": device, "device_name": names, "particles": n_particles,
+                          "selection": "best backend"},
+                 label=f"resources-{dataset}-{device}-best")
+
+
 def resource_tables(benches: Sequence[Bench]) -> list[Table]:
     tables = []
     for dataset in ordered_datasets(b.dataset for b in benches):
@@ -357,8 +421,10 @@ def resource_tables(benches: Sequence[Bench]) -> list[Table]:
                 title=f"{dataset_label(dataset)} ({dataset}, N = {n_particles}) on {device}: {', '.join(names)}",
                 columns=RESOURCE_COLUMNS, rows=rows, notes=list(dict.fromkeys(notes)),
                 context={"dataset": dataset, "device": device, "device_name": ", ".join(names),
-                         "particles": n_particles},
+                         "particles": n_particles, "selection": "every configuration"},
                 label=f"resources-{dataset}-{device}"))
+            if device.startswith("cuda"):
+                tables.append(gpu_latency_table(dataset, device, [b for v in order for b in on if b.variant == v]))
     if not tables:
         tables.append(Table("No benchmarks", RESOURCE_COLUMNS, notes=["No benchmark files were given."],
                             context={"dataset": None, "device": None, "device_name": None, "particles": None},
@@ -507,6 +573,48 @@ def summary_tables(evals: Sequence[Evaluation], benches: Sequence[Bench]) -> lis
     return tables
 
 
+# ----------------------------------------------------------------------------- Tables 3, 4: binary taggers
+
+BINARY_HEADERS = {  # the two conventions, named by what they are
+    "rej50": ("1/εB @ εS = 0.5", r"$1/\varepsilon_B$ @ $\varepsilon_S = 0.5$"),
+    "rej30": ("1/εB @ εS = 0.3", r"$1/\varepsilon_B$ @ $\varepsilon_S = 0.3$"),
+    "rej80": ("1/FPR @ TPR = 0.8 (paper)", r"1/FPR @ TPR $= 0.8$ (paper)"),
+}
+BINARY_COST_COLUMNS = [Column("params", "Params", "number", 0), Column("flops_paper", "FLOPs (paper)", "number", 0)]
+BINARY_NOTE = ("Signal: {signal}, background: {background}. 1/εB @ εS: the community's background rejection "
+               "(as in the Top-tagging comparison, arXiv 1902.09914) at 50 % and 30 % signal efficiency; 1/FPR @ "
+               "TPR = 0.8: the SAL-T paper's. All are 1/FPR interpolated on the ROC curve. FLOPs (paper): the "
+               "TF-profiler convention of the resources table.")
+NO_BINARY = "No two-class dataset (Top tagging, quark-gluon) in this run."
+
+
+def binary_defs(names: Sequence[str]) -> list[MetricDef]:
+    """The paper's Top/QG columns: accuracy, AUC and the three rejections in table order."""
+    defs = {d.key: d for d in _binary(names)}
+    rejections = [dataclasses.replace(defs[k], header=h, latex=t) for k, (h, t) in BINARY_HEADERS.items()]
+    return [defs["accuracy"], defs["auc"], *rejections]
+
+
+def binary_tables(evals: Sequence[Evaluation]) -> list[Table]:
+    tables = []
+    for dataset in ordered_datasets(e.dataset for e in evals):
+        ds = [e for e in evals if e.dataset == dataset]
+        if scheme_of(ds) != "binary":
+            continue
+        defs = binary_defs(ds[0].class_names)
+        rows = model_rows(ds, defs)
+        tables.append(Table(
+            title=f"{dataset_label(dataset)} ({dataset}, N = {ds[0].spec.get('particles')}, "
+                  f"{ds[0].spec.get('classes')} output{'s' if ds[0].spec.get('classes') != 1 else ''})",
+            columns=BASE_COLUMNS + [d.column() for d in defs] + BINARY_COST_COLUMNS,
+            rows=rows, notes=[BINARY_NOTE.format(signal=ds[0].class_names[1], background=ds[0].class_names[0]),
+                              COMMON_NOTE], context={"dataset": dataset}, label=f"binary-{dataset}"))
+    if not tables:
+        tables.append(Table("Binary taggers", BASE_COLUMNS + BINARY_COST_COLUMNS, notes=[NO_BINARY],
+                            context={"dataset": None}, label="binary"))
+    return tables
+
+
 # ----------------------------------------------------------------------------- writing
 
 def build_tables(evals: Sequence[Evaluation], benches: Sequence[Bench]) -> dict[str, list[Table]]:
@@ -515,6 +623,7 @@ def build_tables(evals: Sequence[Evaluation], benches: Sequence[Bench]) -> dict[
         "resources": resource_tables(benches),
         "partitions": partition_tables(evals),
         "summary": summary_tables(evals, benches),
+        "binary": binary_tables(evals),
     }
 
 

@@ -3,7 +3,8 @@
 #
 # GPU. Only {device}=cuda jobs ask for a GPU (resources gpu=1); which devices run is config
 # (bench.devices), so the CPU fallback is `devices: [cpu]`, never `--resources gpu=0` (that breaks
-# under SLURM, research/snakemake.md §5). A cuda job on a machine without a GPU fails with a clear
+# under SLURM: the in-job Snakemake still sees gpu=1 and its inner srun fails with "Invalid
+# generic resource (gres) specification"). A cuda job on a machine without a GPU fails with a clear
 # error: a CPU figure filed under cuda would be a lie.
 #
 # Running alone. Latency on a shared machine is distorted by whatever runs beside it, so on a
@@ -18,8 +19,8 @@
 # workflow.cores` would become --cpus-per-task on SLURM, where --cores means nothing.
 # Check: `snakemake -n -c2` shows threads: 2 for bench jobs; under the SLURM executor
 # (workflow.local_exec is False) they get cluster_cpus, capped by the profile's max-threads
-# (2 in profiles/slurm-ci). A dry run always uses the local (dry-run) executor, so it shows the
-# local value even with --profile profiles/slurm-ci.
+# (2 in the test cluster's tests/slurm/site.yaml). A dry run always uses the local (dry-run)
+# executor, so it shows the local value even with --profile slurm.
 
 BENCH = config["bench"]
 BENCH_EVERY_CORE = 1_000_000  # capped by Snakemake at --cores (and --max-threads)

@@ -107,11 +107,12 @@ def check_dataset_shape(name, ds):
         if len(ds["classes"]) != len(labels):
             raise ValueError(f"config: dataset.{name}.classes names {len(ds['classes'])} classes; the files have "
                              f"{len(labels)} label branches (QCD, Hbb, Hcc, Hgg, H4q, Hqql, Zqq, Wqq, Tbqq, Tbl)")
-    if ds["source"] == "hls4ml":
-        from salt.data.sources.hls4ml import CLASS_NAMES
-
-        if list(ds["classes"]) != list(CLASS_NAMES):
-            raise ValueError(f"config: dataset.{name}.classes must be {list(CLASS_NAMES)} (the label columns' order)")
+    if ds["source"] in ("hls4ml", "toptagging", "quarkgluon"):
+        names = importlib.import_module(SOURCES[ds["source"]]).CLASS_NAMES
+        if list(ds["classes"]) != list(names):
+            raise ValueError(f"config: dataset.{name}.classes must be {list(names)} (the files' label order)")
+    if ds.get("sigmoid") and len(ds["classes"]) != 2:
+        raise ValueError(f"config: dataset.{name}.sigmoid needs exactly 2 classes, got {ds['classes']}")
 
 
 check_config()
@@ -132,6 +133,7 @@ MODEL_SRC = [
     if p.stem not in ("cost", "reference")
 ]
 TRAINING_SRC = [str(p) for p in sorted(Path("salt/training").glob("*.py"))]
+KERNEL_SRC = [str(p) for p in sorted(Path("salt/kernels").glob("*.py"))]
 SRC = {
     "generate": src("data/sources/pythia", "atomic"),
     # plus the dataset's own reader: preprocess_src(dataset)
@@ -144,10 +146,11 @@ SRC = {
     ),
     "manifest": src("data/shards"),
     "train": src("train", "data/loader") + TRAINING_SRC + MODEL_SRC,
-    "evaluate": src("evaluate", "metrics", "data/loader") + MODEL_SRC,
+    "evaluate": src("evaluate", "metrics", "data/loader") + MODEL_SRC + KERNEL_SRC,
     "bench": src("bench", "models/cost")
     + [str(p) for p in sorted(Path("salt/benchmarking").glob("*.py"))]
-    + MODEL_SRC,
+    + MODEL_SRC
+    + KERNEL_SRC,
     "report": [str(p) for p in sorted(Path("salt/report").glob("*.py"))] + src("metrics"),
 }
 
@@ -248,10 +251,16 @@ def known_archives(folders):
     return rows
 
 
+def listed(dataset, archive):
+    """Whether an archive's members are discovered by extracting it (a plain raw file has none)."""
+    spec = file_spec(dataset, archive)
+    return spec.members is None and not spec.plain
+
+
 def listed_archives():
     """Archives whose members are discovered by extracting them (checkpoint extract_archive)."""
     return sorted({a for d in downloaded_datasets() for a in dataset_cfg(d)["download"]["files"]
-                   if file_spec(d, a).members is None})
+                   if listed(d, a)})
 
 
 def alternation(names):
@@ -293,14 +302,15 @@ def finished_listing(dataset, archive):
 def raw_inputs(dataset):
     """{shard: (archive, member, path, listing or None)} of a downloaded dataset.
 
-    Known members come from the file table; the others from the extraction listing, which
+    A plain download (an h5 or npz, no archive) is its own raw file, with member None. Known
+    members come from the file table; the others from the extraction listing, which
     exists only once checkpoint extract_archive has run (until then this raises Snakemake's
     IncompleteCheckpointException and the jobs that need it wait). Input functions call this
     for every job, so the result is kept until a listing changes."""
     cfg = dataset_cfg(dataset)
     listings = {}
     for archive in cfg["download"]["files"]:
-        if file_spec(dataset, archive).members is None:
+        if listed(dataset, archive):
             listings[archive] = finished_listing(dataset, archive)
     key = tuple((path, os.stat(path).st_mtime_ns) for path in listings.values())
     if _raw_inputs.get(dataset, (None,))[0] == key:
@@ -308,6 +318,9 @@ def raw_inputs(dataset):
     out = {}
     for archive in cfg["download"]["files"]:
         listing = listings.get(archive)
+        if file_spec(dataset, archive).plain:
+            out[shard_name(archive)] = (archive, None, archive_path(dataset, archive), None)
+            continue
         if listing is not None:
             suffix = RAW_SUFFIX[cfg["source"]]
             members = [m for m in read_listing(listing) if m.endswith(suffix) and selected(dataset, m)]
@@ -338,14 +351,16 @@ def raw_files(dataset):
 
 def fixed_split(dataset, shard):
     """The split every object of a raw file goes to (split.fixed: the first glob matching
-    '<archive>/<member>'), or None when its objects are split at random."""
+    '<archive>/<member>', or the file name of a plain download), or None when its objects are
+    split at random."""
     cfg = dataset_cfg(dataset)
     rules = cfg.get("split", {}).get("fixed", {})
     if cfg["source"] == "pythia" or not rules:
         return None
     archive, member = raw_inputs(dataset)[shard][:2]
+    name = archive if member is None else f"{archive}/{member}"
     for pattern, split in rules.items():
-        if fnmatch.fnmatchcase(f"{archive}/{member}", pattern):
+        if fnmatch.fnmatchcase(name, pattern):
             return split
     return None
 
@@ -355,7 +370,7 @@ def dataset_listings(dataset):
     if dataset_cfg(dataset)["source"] == "pythia":
         return []
     return [listing_path(dataset, a) for a in dataset_cfg(dataset)["download"]["files"]
-            if file_spec(dataset, a).members is None]
+            if listed(dataset, a)]
 
 
 def raw_listing(dataset, shard):
@@ -424,7 +439,7 @@ def variant_spec(dataset, variant):
     spec = dict(config["variants"][variant])
     spec["particles"] = cfg["particles"]
     spec["features"] = len(cfg["features"])
-    spec["classes"] = len(cfg["classes"])
+    spec["classes"] = 1 if cfg.get("sigmoid") else len(cfg["classes"])  # one sigmoid output: C = 1, BCE
     return spec
 
 

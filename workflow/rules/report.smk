@@ -3,7 +3,7 @@
 # workflow/report/. The set of outputs is fixed by the config: a table or figure whose inputs the
 # run lacks (no partition sweep, no SAL-T model on kT-sorted jets) is still written, saying so.
 
-TABLES = ["accuracy", "resources", "partitions", "summary"]
+TABLES = ["accuracy", "resources", "partitions", "summary", "binary"]
 TABLE_FORMATS = ["csv", "md", "tex", "html"]  # html: what the report shows
 FIGURES = [
     "roc",
@@ -18,6 +18,7 @@ TABLE_NAMES = {
     "resources": "params, FLOPs, latency, memory (T2)",
     "partitions": "partition sweep (T7)",
     "summary": "best model per quantity",
+    "binary": "Top tagging and quark-gluon (T3, T4)",
 }
 FIGURE_NAMES = {
     "roc": "ROC curves",

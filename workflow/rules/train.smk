@@ -65,6 +65,7 @@ rule evaluate:
         predictions="results/eval/{dataset}/{variant}/{sort}/seed{seed}/predictions.npz",
     params:
         device=train_device(),
+        backend=config["evaluate_backend"],
     log:
         "logs/evaluate/{dataset}/{variant}/{sort}/seed{seed}.log",
     threads: config["train"]["threads"]
@@ -74,4 +75,4 @@ rule evaluate:
         runtime=60,
     shell:
         "salt evaluate --model {input.model} --manifest {input.manifest} --device {params.device}"
-        " --threads {threads} --metrics {output.metrics} --predictions {output.predictions} > {log} 2>&1"
+        " --backend {params.backend} --threads {threads} --metrics {output.metrics} --predictions {output.predictions} > {log} 2>&1"

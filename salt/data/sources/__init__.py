@@ -22,6 +22,8 @@ SOURCES: dict[str, str] = {
     "jetclass": "salt.data.sources.jetclass",
     "hls4ml": "salt.data.sources.hls4ml",
     "modelnet10": "salt.data.sources.modelnet10",
+    "toptagging": "salt.data.sources.toptagging",
+    "quarkgluon": "salt.data.sources.quarkgluon",
 }
 
 

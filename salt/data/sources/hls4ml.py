@@ -2,7 +2,7 @@
 
 Each file holds ``jetConstituentList`` (n, 150, 16) float64, zero-padded and pT-descending,
 and ``jets`` (n, 59) whose columns 53..57 are the one-hot labels g, q, W, Z, t (58 is
-"undefined"). The preprocessing follows fast_jetclass / SAL-T (research/paper.md §2.1):
+"undefined"). The preprocessing follows the authors' fast_jetclass / SAL-T4HEP code:
 constituents with pT <= 2 GeV are dropped (strict cut), then jets left empty, and the
 features are the stored (pT, eta_rel, phi_rel) = columns [5, 8, 11] relative to the jet
 axis as stored (no recomputation). Momentum and absolute angles come from columns 0-3, 7, 10.
@@ -14,8 +14,8 @@ test set; the train/val split of the train files is seeded later, in preprocessi
 
 from __future__ import annotations
 
+import logging
 import os
-import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -24,6 +24,8 @@ import numpy as np
 from salt.data.record import Record, RecordError
 from salt.data.kinematics import wrap_phi
 from salt.data.sources import entry_range, jagged_record
+
+log = logging.getLogger(__name__)
 
 KIND = "jet"
 CLASS_NAMES = ("g", "q", "W", "Z", "t")
@@ -76,21 +78,6 @@ def iter_records(path: str | os.PathLike[str], step: int = DEFAULT_STEP, entry_s
             yield _read_range(f, source, lo, min(lo + step, stop), min_pt)
 
 
-def split_files(root: str | os.PathLike[str]) -> dict[str, list[Path]]:
-    """The extracted files by role: ``train/*.h5`` -> "train", the official ``val/*.h5`` -> "test".
-
-    Sorted by the jet range in the name (jetImage_<k>_150p_<start>_<stop>.h5), numerically.
-    """
-    root = Path(root)
-    out = {}
-    for role, folder in (("train", "train"), ("test", "val")):
-        files = sorted((root / folder).glob("*.h5"), key=_natural_key)
-        if not files:
-            raise RecordError(f"{root / folder}: no .h5 files (expected the extracted hls4ml {folder} tarball)")
-        out[role] = files
-    return out
-
-
 def slim_h5(path: str | os.PathLike[str], keep: Sequence[str] = KEEP_DATASETS) -> None:
     """Rewrite `path` with only the datasets in `keep` (atomically); drops the jet images."""
     import h5py
@@ -109,6 +96,7 @@ def slim_h5(path: str | os.PathLike[str], keep: Sequence[str] = KEEP_DATASETS) -
 
 
 # -- internals ----------------------------------------------------------------------------
+
 
 def _open(path: str | os.PathLike[str]):
     import h5py
@@ -132,7 +120,6 @@ def _datasets(f, source: str):
     if jets.shape != (const.shape[0], N_JET_COLUMNS):
         raise RecordError(f"{source}: {JETS} has shape {jets.shape}, expected ({const.shape[0]}, {N_JET_COLUMNS})")
     return const, jets
-
 
 
 def _read_range(f, source: str, entry_start: int | None, entry_stop: int | None, min_pt: float) -> Record:
@@ -169,6 +156,10 @@ def _read_range(f, source: str, entry_start: int | None, entry_stop: int | None,
         "pt": flat[:, PT], "eta": flat[:, ETA], "phi": flat[:, PHI],
         "deta": flat[:, ETA_REL], "dphi": wrap_phi(flat[:, PHI_REL].astype(np.float32)),
     }
+    if dropped := int((~kept_jets).sum()):
+        log.info("%s: entries %d-%d: %d jets have no constituent above %g GeV and are dropped "
+                 "(first: entry %d)", source, start, stop - 1, dropped, min_pt,
+                 start + int(np.flatnonzero(~kept_jets)[0]))
     jets = jets[kept_jets]
     lead = flat[offsets[:-1]]  # first kept constituent of each jet
     jet_pt, jet_eta, jet_mass = jets[:, JET_PT], jets[:, JET_ETA], jets[:, JET_MASS]
@@ -184,7 +175,7 @@ def _read_range(f, source: str, entry_start: int | None, entry_stop: int | None,
         particles=jagged_record(offsets, fields), jets=jet_fields,
         labels=np.argmax(onehot[kept_jets], axis=1).astype(np.int64), class_names=CLASS_NAMES,
         source=source, entry_start=start, kind=KIND,
-        extra={"dropped_empty_jets": int((~kept_jets).sum()), "kept_entries": start + np.flatnonzero(kept_jets),
+        extra={"dropped_empty_jets": dropped, "kept_entries": start + np.flatnonzero(kept_jets),
                "min_pt": float(min_pt), "entry_stop": stop},
     )
     return record.validate()
@@ -193,7 +184,3 @@ def _read_range(f, source: str, entry_start: int | None, entry_stop: int | None,
 def _check_finite(ok: np.ndarray, source: str, start: int, dataset: str) -> None:
     if not np.all(ok):
         raise RecordError(f"{source}: entry {start + int(np.flatnonzero(~ok)[0])}: non-finite value in {dataset}")
-
-
-def _natural_key(path: Path) -> list:
-    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", path.name)]

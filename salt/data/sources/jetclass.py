@@ -59,12 +59,14 @@ DEFAULT_STEP = 50_000
 
 
 def stored_deta(deta: np.ndarray, jet_eta: np.ndarray) -> np.ndarray:
-    """The file's sign convention for part_deta: writers of JetClass-schema files must use this.
+    """The file's sign convention for part_deta, `np.where(jet_eta > 0, Δη, −Δη)` as JetClass's own
+    writer states it: writers of JetClass-schema files must use this.
 
-    `deta` is flat per particle or jagged; `jet_eta` is broadcast to it (pass it repeated
-    per particle for flat input). Applying it twice gives the input back.
+    A jet at η = 0 exactly is therefore stored flipped. `deta` is flat per particle or jagged;
+    `jet_eta` is broadcast to it (pass it repeated per particle for flat input). Applying it
+    twice gives the input back.
     """
-    return np.where(jet_eta < 0, -deta, deta)
+    return np.where(jet_eta > 0, deta, -deta)
 
 
 def num_entries(path: str | os.PathLike[str], tree: str = TREE) -> int:

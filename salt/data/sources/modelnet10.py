@@ -24,14 +24,12 @@ import zlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-import awkward as ak
 import numpy as np
 
 from salt.data.record import Record, RecordError
 from salt.data.sources import jagged_record
 
 KIND = "points"
-SPLITS = ("train", "test")
 NUM_POINTS = 1024
 DEFAULT_STEP = 1_000
 
@@ -43,17 +41,6 @@ def class_names(root: str | os.PathLike[str]) -> tuple[str, ...]:
     if not names:
         raise RecordError(f"{root}: no class folders (expected ModelNet10/<class>/{{train,test}}/*.off)")
     return names
-
-
-def list_units(root: str | os.PathLike[str]) -> dict[str, list[Path]]:
-    """The reading units by split: {"train": [root/<class>/train, ...], "test": [...]} in class order."""
-    root = Path(root)
-    out: dict[str, list[Path]] = {s: [] for s in SPLITS}
-    for name in class_names(root):
-        for split in SPLITS:
-            if (root / name / split).is_dir():
-                out[split].append(root / name / split)
-    return out
 
 
 def read(path: str | os.PathLike[str], num_points: int = NUM_POINTS, seed: int = 0,
@@ -231,17 +218,3 @@ def normalise_unit_sphere(points: np.ndarray) -> tuple[np.ndarray, float]:
     centred = points - points.mean(axis=0)
     scale = float(np.sqrt((centred**2).sum(axis=1)).max())
     return (centred / scale if scale > 0 else centred), scale
-
-
-def point_sort_key(record: Record) -> ak.Array:
-    """Distance from the centroid, to be sorted descending ("outermost first").
-
-    kT = pT * dR weights each particle's distance from the jet axis by its momentum. Points
-    carry no momentum: every point is an equal share of the surface, so with equal weights
-    kT reduces to the distance from the axis, and the point-cloud axis is the centroid
-    (clouds are centred there). Descending order matches the reference's deltaR ordering
-    (outermost first); contiguous partitions of the sorted points are then concentric shells,
-    from a shape's extremities (legs, backs, rims: what tells classes apart) to its core.
-    """
-    p = record.particles
-    return np.sqrt(p.x * p.x + p.y * p.y + p.z * p.z)

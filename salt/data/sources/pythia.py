@@ -31,7 +31,7 @@ jet would bias the pT spectrum and substructure, and keeping all gives 1.2x (q, 
 
 Particles inside a jet are in descending pT order, as in the real files. ``part_deta`` uses
 JetClass's sign convention (``salt.data.sources.jetclass.stored_deta``: flipped where
-jet_eta < 0), ``part_dphi`` is wrapped into [-pi, pi). PID flags follow ParT's converters:
+jet_eta <= 0), ``part_dphi`` is wrapped into [-pi, pi). PID flags follow ParT's converters:
 charged hadrons (211, 321, 2212, and any other charged hadron), neutral hadrons (130, 2112
 and any other neutral hadron), photons (22), electrons (+-11), muons (+-13).
 ``jet_sdmass`` is the soft-drop mass (beta = 0, z_cut = 0.1, R0 = R) of a C/A reclustering

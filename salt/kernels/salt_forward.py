@@ -1,0 +1,206 @@
+"""The whole SAL-T-family inference forward as one Triton kernel, one jet per program.
+
+On a GPU the eager model runs as dozens of tiny kernels whose launches and round trips
+through memory cost far more than its arithmetic. Here one program reads its jet once and
+writes its C logits. Its only other memory traffic is a per-jet scratch of block inputs and
+raw logits (N x 16 floats each at the paper's sizes, small enough to stay in the caches):
+the logit convolution reads rows above and below a tile, which registers cannot shift.
+
+The algebra is the eager fused path's (salt/models/attention.py), rearranged so every step
+is a small matrix product over a tile of BLOCK_N particle rows:
+
+* E and F (block-diagonal for SAL-T, dense for the Linformer and the no-partition
+  ablation) are handed over as one dense (H·p, N) matrix each, zero off the diagonal
+  blocks; a short last partition and empty partitions (p > N) come out as in eager.
+  EX = E^T x and FX = F^T x are sums over all particles (pass 1 over the tiles, which also
+  embeds the jet for the first block and keeps x in scratch).
+* KP = (EX W_k^T masked to each head's columns) / sqrt(d_k); raw logits = x (KP W_q)^T
+  (pass 1b writes them to scratch).
+* The logit convolution (every height averaged into one kernel of R rows, as eager
+  does) mixes the p columns of each head over R neighbouring rows:
+  conv[n] = bias + sum_r raw[n + r - top] M_r, M_r the (H·p, H·p) block-diagonal mixer of
+  tap r, rows outside the jet zero (pass 2 reads the raw logits back at shifted rows).
+* VO = (FX W_v^T masked to each head) W_o^T: attention output = softmax(logits) VO + b_o;
+  then DyT, the FFN, DyT, and the pooling of the last block's rows.
+
+Every dimension is padded to a power of two of at least 16 (tl.dot's smallest tile) with
+zero weights, so padded columns contribute nothing; padded rows are masked. Products use
+input_precision PREC: "ieee" (exact fp32; TF32 would break the 1e-5 agreement with eager)
+or "tf32x3". Only APIs present in both Triton 3.6 and 3.9 are used.
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+AGG_MAX, AGG_MEAN, AGG_SUM = 0, 1, 2
+
+
+@triton.jit
+def _dyt(x, alpha, beta, col_ok):
+    """DyT tanh(αx + β) as 2·sigmoid(2z) - 1 (tl.tanh is not in every Triton); padded columns zero."""
+    y = 2.0 * tl.sigmoid(2.0 * (alpha * x + beta)) - 1.0
+    return tl.where(col_ok[None, :], y, 0.0)
+
+
+@triton.jit
+def _rows(x_ptr, mask_ptr, jet, rows, N: tl.constexpr, DP: tl.constexpr, HAS_MASK: tl.constexpr,
+          MASKED: tl.constexpr):
+    """Rows `rows` (BLOCK_N,) of a jet's (N, DP) activations in scratch, zero outside [0, N); MASKED
+    multiplies by the particle mask, as eager does for the attention's input."""
+    ok = (rows >= 0) & (rows < N)
+    safe = tl.where(ok, rows, 0)
+    cols = tl.arange(0, DP)
+    h = tl.load(x_ptr + safe[:, None] * DP + cols[None, :], mask=ok[:, None], other=0.0)
+    if HAS_MASK:
+        if MASKED:
+            ok = ok & (tl.load(mask_ptr + jet * N + safe, mask=ok, other=0) != 0)
+            h = tl.where(ok[:, None], h, 0.0)
+    return h
+
+
+@triton.jit
+def salt_forward_kernel(
+    inp_ptr, mask_ptr, xs_ptr, ls_ptr, out_ptr,
+    we_ptr, be_ptr,
+    pe_ptr, pf_ptr, wk_ptr, wq_ptr, wv_ptr, wo_ptr, bo_ptr, mc_ptr, cb_ptr,
+    w1_ptr, b1_ptr, w2_ptr, b2_ptr, dyt_ptr,
+    wh_ptr, bh_ptr, wout_ptr, bout_ptr,
+    N: tl.constexpr, F: tl.constexpr, C: tl.constexpr, P: tl.constexpr, HP: tl.constexpr, DK: tl.constexpr,
+    FP: tl.constexpr, DP: tl.constexpr, HPP: tl.constexpr, FFP: tl.constexpr, CP: tl.constexpr,
+    D: tl.constexpr, BLOCKS: tl.constexpr, HIDDEN: tl.constexpr, CONV: tl.constexpr, R: tl.constexpr,
+    TOP: tl.constexpr, AGG: tl.constexpr, HAS_MASK: tl.constexpr, BLOCK_N: tl.constexpr, PREC: tl.constexpr,
+):
+    jet = tl.program_id(0).to(tl.int64)  # offsets past 2**31 elements at large batches
+    jets = tl.num_programs(0).to(tl.int64)
+    cols = tl.arange(0, DP)
+    col_ok = cols < D
+    ffc = tl.arange(0, FFP)
+    hpr = tl.arange(0, HPP)  # (head, partition) index h·p + c, as a row or a column
+    ar = tl.arange(0, BLOCK_N)
+    hp_ok = hpr < HP
+    # which head a (head, partition) row belongs to, against which head a model column belongs to
+    head_of_hp = hpr // P
+    head_mask = (head_of_hp[:, None] == (cols // DK)[None, :]) & hp_ok[:, None]
+    dd = cols[:, None] * DP + cols[None, :]
+    l_jet = ls_ptr + jet * N * HPP  # this jet's raw logits (N, HPP), for the convolution's shifted reads
+
+    pooled = tl.full((DP,), float("-inf"), tl.float32)
+    if AGG != 0:
+        pooled = tl.zeros((DP,), tl.float32)
+    count = tl.zeros((BLOCK_N,), tl.float32)
+
+    for layer in tl.static_range(BLOCKS):
+        x_in = xs_ptr + (layer % 2) * jets * N * DP + jet * N * DP  # this block's input (N, DP)
+        # pass 1: EX = E^T x, FX = F^T x over every particle (x masked); the first block embeds the jet
+        ex = tl.zeros((HPP, DP), tl.float32)
+        fx = tl.zeros((HPP, DP), tl.float32)
+        for start in range(0, N, BLOCK_N):
+            rows = start + ar
+            row_ok = rows < N
+            if layer == 0:
+                feats = tl.arange(0, FP)
+                raw = tl.load(inp_ptr + jet * N * F + rows[:, None] * F + feats[None, :],
+                              mask=row_ok[:, None] & (feats[None, :] < F), other=0.0)
+                x = tl.dot(raw, tl.load(we_ptr + feats[:, None] * DP + cols[None, :]), input_precision=PREC)
+                x = tl.where(row_ok[:, None], tl.maximum(x + tl.load(be_ptr + cols)[None, :], 0.0), 0.0)
+                tl.store(x_in + rows[:, None] * DP + cols[None, :], x, mask=row_ok[:, None])
+                if HAS_MASK:
+                    keep = tl.load(mask_ptr + jet * N + rows, mask=row_ok, other=0) != 0
+                    x = tl.where(keep[:, None], x, 0.0)
+            else:
+                x = _rows(x_in, mask_ptr, jet, rows, N, DP, HAS_MASK, True)
+            pe_off = layer * HPP * N + hpr[:, None] * N + rows[None, :]
+            ex += tl.dot(tl.load(pe_ptr + pe_off, mask=row_ok[None, :], other=0.0), x, input_precision=PREC)
+            fx += tl.dot(tl.load(pf_ptr + pe_off, mask=row_ok[None, :], other=0.0), x, input_precision=PREC)
+        if layer == 0:
+            tl.debug_barrier()  # later passes read rows other threads embedded
+        # the per-jet small matrices: raw logits = x (KP W_q)^T, attention output = softmax · VO + b_o
+        wk = tl.load(wk_ptr + layer * DP * DP + dd)
+        kp = tl.where(head_mask, tl.dot(ex, wk, input_precision=PREC), 0.0)
+        kpw_t = tl.trans(tl.dot(kp, tl.load(wq_ptr + layer * DP * DP + dd), input_precision=PREC))  # (DP, HPP)
+        vp = tl.where(head_mask, tl.dot(fx, tl.load(wv_ptr + layer * DP * DP + dd), input_precision=PREC), 0.0)
+        vo = tl.dot(vp, tl.load(wo_ptr + layer * DP * DP + dd), input_precision=PREC)  # (HPP, DP)
+        bo = tl.load(bo_ptr + layer * DP + cols)
+        conv_bias = tl.load(cb_ptr + layer)
+        a1 = tl.load(dyt_ptr + layer * 4 + 0)
+        c1 = tl.load(dyt_ptr + layer * 4 + 1)
+        a2 = tl.load(dyt_ptr + layer * 4 + 2)
+        c2 = tl.load(dyt_ptr + layer * 4 + 3)
+        w1 = tl.load(w1_ptr + layer * DP * FFP + cols[:, None] * FFP + ffc[None, :])
+        b1 = tl.load(b1_ptr + layer * FFP + ffc)
+        w2 = tl.load(w2_ptr + layer * FFP * DP + ffc[:, None] * DP + cols[None, :])
+        b2 = tl.load(b2_ptr + layer * DP + cols)
+
+        if CONV:
+            # pass 1b: raw logits of every particle, read back at shifted rows by the convolution
+            for start in range(0, N, BLOCK_N):
+                rows = start + ar
+                x = _rows(x_in, mask_ptr, jet, rows, N, DP, HAS_MASK, True)
+                raw = tl.dot(x, kpw_t, input_precision=PREC)
+                tl.store(l_jet + rows[:, None] * HPP + hpr[None, :], raw, mask=(rows < N)[:, None])
+            tl.debug_barrier()
+
+        # pass 2: per tile, convolved logits -> softmax per head -> attend -> DyT -> FFN -> DyT
+        for start in range(0, N, BLOCK_N):
+            rows = start + ar
+            row_ok = rows < N
+            if CONV:
+                logits = tl.zeros((BLOCK_N, HPP), tl.float32) + conv_bias
+                for r in tl.static_range(R):
+                    src = rows + (r - TOP)
+                    ok = (src >= 0) & (src < N)
+                    shifted = tl.load(l_jet + tl.where(ok, src, 0)[:, None] * HPP + hpr[None, :], mask=ok[:, None],
+                                      other=0.0)
+                    mix = tl.load(mc_ptr + (layer * R + r) * HPP * HPP + hpr[:, None] * HPP + hpr[None, :])
+                    logits += tl.dot(shifted, mix, input_precision=PREC)
+            else:
+                logits = tl.dot(_rows(x_in, mask_ptr, jet, rows, N, DP, HAS_MASK, True), kpw_t, input_precision=PREC)
+            # softmax within each head's p columns
+            shift = tl.zeros((BLOCK_N, HPP), tl.float32)
+            for h in tl.static_range(HP // P):
+                in_head = (head_of_hp == h)[None, :]
+                top = tl.max(tl.where(in_head, logits, float("-inf")), axis=1)
+                shift = tl.where(in_head, top[:, None], shift)
+            e = tl.where(hp_ok[None, :], tl.exp(logits - shift), 0.0)
+            total = tl.zeros((BLOCK_N, HPP), tl.float32)
+            for h in tl.static_range(HP // P):
+                in_head = (head_of_hp == h)[None, :]
+                s = tl.sum(tl.where(in_head, e, 0.0), axis=1)
+                total = tl.where(in_head, s[:, None], total)
+            attn = e / tl.where(hp_ok[None, :], total, 1.0)
+
+            x = _rows(x_in, mask_ptr, jet, rows, N, DP, HAS_MASK, False)
+            o1 = _dyt(x + tl.dot(attn, vo, input_precision=PREC) + bo[None, :], a1, c1, col_ok)
+            hidden = tl.maximum(tl.dot(o1, w1, input_precision=PREC) + b1[None, :], 0.0)
+            o2 = _dyt(o1 + tl.dot(hidden, w2, input_precision=PREC) + b2[None, :], a2, c2, col_ok)
+
+            if layer < BLOCKS - 1:
+                x_out = xs_ptr + ((layer + 1) % 2) * jets * N * DP + jet * N * DP
+                tl.store(x_out + rows[:, None] * DP + cols[None, :], o2, mask=row_ok[:, None])
+            else:
+                take = row_ok
+                if HAS_MASK:
+                    take = take & (tl.load(mask_ptr + jet * N + rows, mask=row_ok, other=0) != 0)
+                count += take.to(tl.float32)
+                if AGG == 0:
+                    pooled = tl.maximum(pooled, tl.max(tl.where(take[:, None], o2, float("-inf")), axis=0))
+                else:
+                    pooled += tl.sum(tl.where(take[:, None], o2, 0.0), axis=0)
+        if layer < BLOCKS - 1:
+            tl.debug_barrier()  # the next block reads rows other threads wrote
+
+    n_real = tl.sum(count, axis=0)
+    if AGG == 0:
+        pooled = tl.where(n_real > 0, pooled, 0.0)  # an empty jet pools to zero
+    if AGG == 1:
+        pooled = pooled / tl.maximum(n_real, 1.0)
+    z = tl.where(col_ok, pooled, 0.0)
+    for i in tl.static_range(HIDDEN):
+        wh = tl.load(wh_ptr + i * DP * DP + dd)
+        z = tl.maximum(tl.sum(z[:, None] * wh, axis=0) + tl.load(bh_ptr + i * DP + cols), 0.0)
+    outs = tl.arange(0, CP)
+    wout = tl.load(wout_ptr + cols[:, None] * CP + outs[None, :])
+    logit = tl.sum(z[:, None] * wout, axis=0) + tl.load(bout_ptr + outs)
+    tl.store(out_ptr + jet * C + outs, logit, mask=outs < C)

@@ -1,0 +1,173 @@
+"""Training and evaluation on a GPU: fp32 and bf16, the streaming feed with pinned memory, checkpoint and
+resume on cuda (the GPU's RNG included), DistributedDataParallel over NCCL, and the CPU halves of the
+same code paths (the RNG state without a GPU, a torchrun world of one over gloo).
+
+Tests marked `gpu` are skipped without CUDA (tests/conftest.py); `make gpu-check` runs them on a GPU
+node. Modules beyond torch and numpy (hdf5plugin for the shards, tqdm for the trainer) are imported
+inside the fixtures, so a GPU image without them reports the tests it cannot run and runs the rest.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+SCHEDULE = [[32, 2], [64, 1]]
+SEED = 3
+
+
+def _require(*modules: str) -> None:
+    for module in modules:
+        try:
+            __import__(module)
+        except ImportError:
+            pytest.skip(f"needs {module} (a dependency of salt: pip install {module}, or the wheels the README's "
+                        "'On a GPU node' names)")
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    _require("hdf5plugin", "tqdm", "h5py")
+    from jetshards import write_dataset
+
+    return write_dataset(tmp_path_factory.mktemp("data"), chunk_jets=64)
+
+
+def run(data, out: Path, device: str, spec=None, **settings):
+    from salt.train import train
+    from salt.training.settings import TrainSettings
+
+    s = TrainSettings.from_dict({"schedule": SCHEDULE, "loader": "memory", "workers": 0} | settings)
+    return train(data, dict(spec or {"model": "linformer"}), s, seed=SEED, device=device, out_dir=out)
+
+
+def weights(out: Path) -> dict[str, torch.Tensor]:
+    from salt.models import load_model
+
+    return load_model(out / "model.pt")[0].state_dict()
+
+
+def assert_close(a, b, atol=1e-6):
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.allclose(a[k], b[k], rtol=0, atol=atol), (k, float((a[k] - b[k]).abs().max()))
+
+
+def torchrun(data, out: Path, device: str, log: Path, spec=None) -> subprocess.CompletedProcess:
+    """`salt train` as one rank under torchrun (a world of one joins the process group)."""
+    settings = {"schedule": SCHEDULE, "loader": "memory", "workers": 0}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=1", "-m", "salt.cli",
+           "train", "--manifest", str(data), "--spec", json.dumps(spec or {"model": "linformer"}),
+           "--train-config", json.dumps(settings), "--seed", str(SEED), "--device", device, "--threads", "1",
+           "--output-dir", str(out)]
+    env = dict(os.environ, OMP_NUM_THREADS="1",
+               PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+    with open(log, "w") as f:
+        return subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, timeout=300)
+
+
+# --------------------------------------------------------------------------- CPU halves
+
+
+def test_rng_state_round_trip_on_cpu_ignores_a_cuda_state():
+    from salt.training.checkpoint import rng_state, set_rng_state
+
+    cpu = torch.device("cpu")
+    state = rng_state(cpu)
+    assert "cuda" not in state
+    first = torch.rand(3)
+    # a checkpoint written on a GPU resumes on a CPU: its CUDA state is ignored, the rest restored
+    set_rng_state(state | {"cuda": torch.zeros(16, dtype=torch.uint8)}, cpu)
+    assert torch.equal(torch.rand(3), first)
+
+
+@pytest.mark.parametrize("device, backend, rank_device", [
+    pytest.param("cpu", "gloo", "cpu", marks=pytest.mark.slow),
+    pytest.param("cuda", "nccl", "cuda:0", marks=pytest.mark.gpu)])
+def test_torchrun_world_of_one_joins_the_process_group_and_matches_one_process(data, tmp_path, device, backend,
+                                                                                rank_device):
+    """DDP as a world of one: NCCL with the rank's GPU on cuda (a one-GPU node tests the NCCL path), gloo
+    on a CPU; the weights are those of a single process."""
+    run(data, tmp_path / "one", device)
+    log = tmp_path / "rank.log"
+    proc = torchrun(data, tmp_path / "ddp", device, log)
+    assert proc.returncode == 0, log.read_text()[-3000:]
+    from salt.models import load_model
+
+    summary = load_model(tmp_path / "ddp/model.pt")[1]["summary"]
+    assert (summary["world_size"], summary["ddp_backend"], summary["device"]) == (1, backend, rank_device)
+    assert f"backend {backend}" in log.read_text()
+    assert_close(weights(tmp_path / "ddp"), weights(tmp_path / "one"))
+
+
+# --------------------------------------------------------------------------- GPU
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("precision, loader", [("fp32", "memory"), ("bf16", "stream")])
+def test_cuda_training_records_the_gpu(data, tmp_path, precision, loader):
+    """fp32 and bf16 autocast train on the GPU; the streaming feed pins memory and copies without
+    blocking; what ran is recorded in the history, the summary and the provenance."""
+    import csv
+
+    from salt.models import load_model
+
+    summary = run(data, tmp_path / "run", "cuda", precision=precision, loader=loader, workers=2 if loader == "stream" else 0)
+    assert summary["device"].startswith("cuda") and summary["precision"] == precision
+    assert summary["loaders"]["train"] == loader and summary["ddp_backend"] is None
+    with open(tmp_path / "run/history.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert rows and all(r["device"].startswith("cuda") and r["precision"] == precision for r in rows)
+    model, extra = load_model(tmp_path / "run/model.pt")
+    assert extra["provenance"]["device"]["gpu"] == torch.cuda.get_device_name()
+    assert all(torch.isfinite(p).all() for p in model.state_dict().values())
+
+
+@pytest.mark.gpu
+def test_cuda_rng_state_is_saved_and_restored_per_device():
+    from salt.training.checkpoint import rng_state, set_rng_state
+
+    last = torch.device("cuda", torch.cuda.device_count() - 1)
+    state = rng_state(last)
+    assert isinstance(state["cuda"], torch.Tensor)
+    first = torch.rand(4, device=last)
+    set_rng_state(state, last)
+    assert torch.equal(torch.rand(4, device=last), first)
+
+
+@pytest.mark.gpu
+def test_cuda_resume_after_a_signal_gives_the_same_weights(data, tmp_path, monkeypatch):
+    from salt.training.checkpoint import CHECKPOINT_FORMAT
+    from salt.training.signals import SIGNAL_HOOK_ENV, Preempted
+
+    run(data, tmp_path / "ref", "cuda")
+    out = tmp_path / "int"
+    monkeypatch.setenv(SIGNAL_HOOK_ENV, "23")   # inside epoch 1 (19 batches of 32 per epoch)
+    with pytest.raises(Preempted):
+        run(data, out, "cuda")
+    payload = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=True)
+    assert payload["format"] == CHECKPOINT_FORMAT and isinstance(payload["rng"]["cuda"], torch.Tensor)
+    monkeypatch.delenv(SIGNAL_HOOK_ENV)
+    summary = run(data, out, "cuda")
+    assert summary["attempts"] == 2
+    assert_close(weights(out), weights(tmp_path / "ref"))
+
+
+@pytest.mark.gpu
+def test_cuda_evaluation_matches_the_cpu(data, tmp_path):
+    from salt.evaluate import evaluate
+
+    run(data, tmp_path / "run", "cuda")
+    on_gpu, gpu_arrays = evaluate(tmp_path / "run/model.pt", data, device="cuda")
+    on_cpu, cpu_arrays = evaluate(tmp_path / "run/model.pt", data, device="cpu")
+    assert on_gpu["provenance"]["device"]["gpu"] == torch.cuda.get_device_name()
+    torch.testing.assert_close(torch.from_numpy(gpu_arrays["scores"]), torch.from_numpy(cpu_arrays["scores"]),
+                               rtol=1e-4, atol=1e-5)
+    assert on_gpu["metrics"]["accuracy"] == pytest.approx(on_cpu["metrics"]["accuracy"], abs=2 / len(cpu_arrays["labels"]))

@@ -1,0 +1,136 @@
+"""The fused Triton forward (salt/kernels) against the eager model and the authors' Keras outputs.
+
+The kernel runs on the CPU through Triton's interpreter, in one child process for the whole
+module (tests/fusedcheck.py says why); the checks that never launch the kernel run here.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+
+pytest.importorskip("triton", reason="triton is not installed (pip install 'salt[triton]')")
+
+from fusedcheck import RANDOM_SPECS, fixture_cases, run_interpreted  # noqa: E402
+
+from salt.kernels.fused import FusedClassifier, coverage, fused_model  # noqa: E402
+from salt.models import ModelSpec, build_model  # noqa: E402
+
+TOLERANCE = 1e-5
+
+
+@pytest.fixture(scope="module")
+def diffs() -> dict[str, float]:
+    return run_interpreted()
+
+
+@pytest.mark.parametrize("case", sorted(RANDOM_SPECS))
+def test_fused_matches_eager_on_random_specs(diffs, case):
+    assert diffs[case] <= TOLERANCE, f"{case}: scaled |fused - eager| {diffs[case]:.2e}"
+
+
+@pytest.mark.parametrize("case", fixture_cases())
+def test_fused_reproduces_reference_fixtures(diffs, case):
+    assert diffs[case] <= TOLERANCE, f"{case}: max |diff| to eager or the Keras probabilities {diffs[case]:.2e}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("knobs, has_mask, options", [
+    (dict(model="salt", blocks=2, mask=True), True, dict(block_n=32, num_warps=4, precision="ieee")),
+    (dict(model="salt_noconv", aggregation="mean"), False, dict(block_n=64, num_warps=8, precision="tf32x3")),
+], ids=["salt_2blocks_mask", "noconv_mean_tf32x3"])
+def test_kernel_compiles_for_sm90(knobs, has_mask, options):
+    """The interpreter does not run Triton's compiler: compile for an H100/H200 ahead of time
+    (this process never sets TRITON_INTERPRET, so the kernel here is the compiled kind)."""
+    from fusedcheck import compile_for_gpu
+
+    kernel = compile_for_gpu(ModelSpec(particles=150, classes=5, **knobs), has_mask=has_mask, **options)
+    assert kernel.asm["cubin"]
+
+
+def test_full_attention_falls_back_to_eager_with_one_logged_line(caplog):
+    model = build_model(ModelSpec(model="transformer", particles=16, classes=2))
+    with caplog.at_level(logging.WARNING, logger="salt.kernels.fused"):
+        assert fused_model(model) is model
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 1 and "full softmax attention" in lines[0], lines
+    with pytest.raises(ValueError, match="full softmax attention"):
+        FusedClassifier(model)
+
+
+def test_too_wide_models_are_not_covered():
+    assert "d_model 256" in coverage(ModelSpec(model="salt", particles=16, classes=2, d_model=256))
+    assert coverage(ModelSpec(model="salt", particles=16, classes=2)) is None
+    assert "pairwise attention bias" in coverage(ModelSpec(model="salt_pair", particles=16, classes=2))
+
+
+def test_kernel_needs_cuda_outside_the_interpreter(monkeypatch):
+    fused = FusedClassifier(build_model(ModelSpec(model="salt", particles=16, classes=2)))
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    with pytest.raises(ValueError, match="needs a CUDA device"):
+        fused(torch.zeros(1, 16, 3))
+
+
+def test_bad_input_shape_is_named():
+    fused = FusedClassifier(build_model(ModelSpec(model="salt", particles=16, classes=2)))
+    with pytest.raises(ValueError, match=r"expected \(batch, 16, 3\)"):
+        fused(torch.zeros(2, 15, 3))
+    with pytest.raises(ValueError, match="precision 'tf32'"):
+        FusedClassifier(build_model(ModelSpec(model="salt", particles=16, classes=2)), precision="tf32")
+    with pytest.raises(ValueError, match="power of two"):
+        FusedClassifier(build_model(ModelSpec(model="salt", particles=16, classes=2)), block_n=24)
+
+
+def test_bench_notes_why_a_variant_has_no_fused_rows():
+    from salt.benchmarking.measure import fused_missing
+
+    assert "full softmax attention" in fused_missing(ModelSpec(model="transformer", particles=16, classes=2))
+    assert fused_missing(ModelSpec(model="salt_noconv", particles=16, classes=2)) is None
+
+
+def test_evaluate_on_cpu_runs_eager_with_one_logged_line(caplog):
+    from salt.evaluate import inference_model
+
+    model = build_model(ModelSpec(model="salt", particles=16, classes=2))
+    with caplog.at_level(logging.WARNING, logger="salt.evaluate"):
+        runner, used = inference_model(model, "fused", torch.device("cpu"))
+    assert runner is model and used == "eager"
+    assert len(caplog.records) == 1 and "needs a CUDA device" in caplog.records[0].getMessage()
+    with pytest.raises(ValueError, match="expected one of"):
+        inference_model(model, "triton", torch.device("cpu"))
+
+
+def test_fused_memory_estimate_counts_the_scratch_of_deeper_models():
+    from salt.benchmarking.limits import estimate_memory_mb
+
+    one, two = (ModelSpec(model="salt", particles=1024, classes=5, blocks=b) for b in (1, 2))
+    # one block keeps its activations on chip; two read the first block's output back (4096 jets x 1024 x 16 fp32)
+    assert estimate_memory_mb(two, 4096, backend="fused", device="cuda") - estimate_memory_mb(
+        one, 4096, backend="fused", device="cuda") > 4096 * 1024 * 16 * 4 / 2**20
+    assert estimate_memory_mb(one, 4096, backend="fused", device="cuda") < estimate_memory_mb(
+        one, 4096, backend="eager", device="cuda")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without a GPU")
+def test_speed_script_needs_cuda_and_not_the_pipeline_packages():
+    """benchmarks/fused_speed.py runs on a bare GPU image: with snakemake, uproot, awkward, hdf5plugin
+    and mplhep unimportable it still parses its arguments and, without a GPU, says what it needs."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    blocker = ("import runpy, sys\n"
+               "class Block:\n"
+               "    def find_spec(self, name, path=None, target=None):\n"
+               "        if name.split('.')[0] in ('snakemake', 'uproot', 'awkward', 'hdf5plugin', 'mplhep'):\n"
+               "            raise ImportError(f'{name} is not on the GPU image')\n"
+               "sys.meta_path.insert(0, Block())\n"
+               "sys.argv = ['fused_speed.py', '--repeats', '5']\n"
+               "runpy.run_path(sys.argv_script, run_name='__main__')\n")
+    blocker = blocker.replace("sys.argv_script", repr(str(root / "benchmarks" / "fused_speed.py")))
+    proc = subprocess.run([sys.executable, "-c", blocker], capture_output=True, text=True, timeout=120, cwd=root)
+    assert proc.returncode == 1, proc.stderr
+    assert "fused_speed.py: needs a CUDA device" in proc.stderr, proc.stderr
