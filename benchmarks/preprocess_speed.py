@@ -3,6 +3,7 @@
 
     .venv/bin/python benchmarks/preprocess_speed.py                  # 100k jets, N=128, kt
     .venv/bin/python benchmarks/preprocess_speed.py --step 50000 --repeats 5 --phases
+    .venv/bin/python benchmarks/preprocess_speed.py --sort lund_kt  # C/A clustering-history sorts
 
 Writes (once, kept in --dir) a 100k-jet ROOT file in the JetClass schema with tests/formats.py's
 writer: one class per file, ~50 particles per jet (Poisson), the real branch set and dtypes,
@@ -17,7 +18,8 @@ per run:
 
 --phases also runs the same preprocessing in this process with timers around the reader,
 sort_and_pad and the shard writer, to show where the time goes. The goal is >= 100k jets/s per
-core end to end; the exit status is 1 when the median misses it.
+core end to end, >= 20k for the sorts that recluster every jet with FastJet (ca_depth, lund_kt;
+--phases then also times the clustering); the exit status is 1 when the median misses it.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 GOAL = 100_000  # jets/s per core, end to end
+CLUSTERING_GOAL = 20_000  # the same for the C/A clustering-history sorts
 ONE_THREAD = {k: "1" for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")}
 
 
@@ -85,6 +88,7 @@ def phases(path: Path, out: Path, args: argparse.Namespace) -> dict[str, float]:
     """Seconds spent in each stage of one in-process run."""
     import uproot
 
+    import salt.data.clustering as clustering
     import salt.data.preprocess as pp
     from salt.data.record import Record
     from salt.data.shards import ShardWriter
@@ -93,6 +97,7 @@ def phases(path: Path, out: Path, args: argparse.Namespace) -> dict[str, float]:
 
     def timed(owner, name: str, label: str) -> None:
         func = getattr(owner, name)
+        spent[label] = 0.0    # report the stages in this order
 
         def wrapper(*a, **k):
             t = time.perf_counter()
@@ -104,6 +109,8 @@ def phases(path: Path, out: Path, args: argparse.Namespace) -> dict[str, float]:
 
     timed(uproot.TTree, "arrays", "read: uproot (baskets, decompression)")
     timed(Record, "validate", "record validation")
+    timed(clustering, "declustering_positions", "  of which C/A keys (FastJet + trees)")
+    timed(clustering, "_fastjet_postorder", "    of which FastJet C/A clustering")
     timed(pp, "sort_and_pad", "sort and pad")
     timed(ShardWriter, "append", "shard write (Blosc LZ4)")
     timed(ShardWriter, "__exit__", "shard close")
@@ -111,7 +118,7 @@ def phases(path: Path, out: Path, args: argparse.Namespace) -> dict[str, float]:
     pp.preprocess("jetclass", [path], {s: out / f"{s}.h5" for s in ("train", "val", "test")}, sort=args.sort,
                   n_particles=args.particles, features=args.features, step=args.step)
     total = time.perf_counter() - t0
-    spent["other (record building, split, ...)"] = total - sum(spent.values())
+    spent["other (record building, split, ...)"] = total - sum(v for k, v in spent.items() if not k.startswith(" "))
     spent["total"] = total
     return dict(spent)
 
@@ -144,7 +151,9 @@ def main() -> int:
             runs.append(r)
             print(f"run {i + 1}: {r['jets'] / r['wall_s']:8.0f} jets/s end to end ({r['wall_s']:.2f} s wall, "
                   f"{r['cpu_s']:.2f} s CPU: {r['user_s']:.2f} user + {r['sys_s']:.2f} sys), "
-                  f"{r['jets'] / r['loop_s']:8.0f} jets/s in the loop, peak RSS {r['peak_rss_mb']:.0f} MB")
+                  f"{r['jets'] / r['loop_s']:8.0f} jets/s in the loop, "
+                  f"{r['jets'] / r['cpu_s']:8.0f} jets per CPU second, "
+                  f"peak RSS {r['peak_rss_mb']:.0f} MB")
         stages = None
         if args.phases:
             os.sched_setaffinity(0, {cpu})
@@ -154,18 +163,24 @@ def main() -> int:
             for name, seconds in stages.items():
                 print(f"  {name:40s} {seconds:6.3f}")
 
+    from salt.data.clustering import SORTS
+
+    goal = CLUSTERING_GOAL if args.sort in SORTS else GOAL
     end_to_end = statistics.median(r["jets"] / r["wall_s"] for r in runs)
     in_loop = statistics.median(r["jets"] / r["loop_s"] for r in runs)
+    per_cpu_s = statistics.median(r["jets"] / r["cpu_s"] for r in runs)
     peak = max(r["peak_rss_mb"] for r in runs)
-    print(f"median: {end_to_end:.0f} jets/s/core end to end, {in_loop:.0f} jets/s/core in the loop; "
-          f"peak RSS {peak:.0f} MB per file of {args.jets} jets; goal >= {GOAL} jets/s/core end to end: "
-          f"{'met' if end_to_end >= GOAL else 'MISSED'}")
+    print(f"median: {end_to_end:.0f} jets/s/core end to end, {in_loop:.0f} jets/s/core in the loop, "
+          f"{per_cpu_s:.0f} jets per CPU second (what a shared machine's wall time hides); "
+          f"peak RSS {peak:.0f} MB per file of {args.jets} jets; goal >= {goal} jets/s/core end to end: "
+          f"{'met' if end_to_end >= goal else 'MISSED'}")
     if args.output:
         args.output.write_text(json.dumps({"command": cmd, "cpu": cpu, "runs": runs, "stages": stages,
                                            "median_jets_per_s_end_to_end": end_to_end,
-                                           "median_jets_per_s_in_loop": in_loop, "peak_rss_mb": peak,
-                                           "goal_jets_per_s": GOAL}, indent=2) + "\n")
-    return 0 if end_to_end >= GOAL else 1
+                                           "median_jets_per_s_in_loop": in_loop, "median_jets_per_cpu_s": per_cpu_s,
+                                           "peak_rss_mb": peak,
+                                           "goal_jets_per_s": goal}, indent=2) + "\n")
+    return 0 if end_to_end >= goal else 1
 
 
 if __name__ == "__main__":

@@ -71,7 +71,7 @@ def evaluate(model_path: str | Path, manifest_path: str | Path, *, device: str =
     scores = predict(runner, test.x, test.mask)
     labels = test.y.cpu().numpy()
     n_particles = test.n_particles.cpu().numpy()
-    metrics = compute_metrics(labels, scores, manifest["classes"], n_particles=n_particles)
+    metrics = compute_metrics(labels, scores, manifest["classes"], n_particles=n_particles, errors=True)
     from salt.models.cost import model_cost
 
     result = {
@@ -80,7 +80,8 @@ def evaluate(model_path: str | Path, manifest_path: str | Path, *, device: str =
         "cost": model_cost(spec),
         "inference_backend": used,
         "training": extra.get("summary", {}),
-        "dataset": {"manifest": str(manifest_path), "sort": manifest.get("sort"), "classes": manifest["classes"],
+        "dataset": {"manifest": str(manifest_path), "sort": manifest.get("sort"),
+                    "truncation": manifest.get("truncation"), "classes": manifest["classes"],
                     "features": manifest["features"], "n_particles": manifest["n_particles"],
                     "test_jets": int(len(labels))},
         "provenance": provenance(device=str(dev)),

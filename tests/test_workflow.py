@@ -11,9 +11,13 @@ import re
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from workflowrun import copy_workflow, snakemake
+
+from salt.data.record import JET_FIELDS
+from salt.data.shards import read_attrs, read_shard
 
 pytestmark = [pytest.mark.workflow, pytest.mark.slow]
 
@@ -95,3 +99,32 @@ def test_html_report_has_every_table_and_figure(finished_run):
                 "attention_maps"):
         assert f"Adding {fig}.png" in proc.stderr
     assert "{{" not in (finished_run / "report.html").read_text()  # every caption's Jinja rendered
+
+
+def test_adding_a_clustering_sort_runs_only_its_jobs(finished_run):
+    # last in the module: it builds the new sort's shards, which the restored config does not use
+    work = finished_run
+    original = (work / "config.yaml").read_text()
+    config = yaml.safe_load(original)
+    config["runs"].append({"variants": ["salt"], "sorts": ["lund_kt"]})
+    (work / "config.yaml").write_text(yaml.safe_dump(config))
+    try:
+        jobs = planned_jobs(work)
+        snakemake(work, "results/shards/pythia/lund_kt/manifest.json")
+    finally:
+        (work / "config.yaml").write_text(original)
+    rules = Counter(r for r, _ in jobs)
+    assert rules["preprocess"] == 5 and rules["manifest"] == 1, jobs   # one job per raw file, then one manifest
+    assert rules["train"] == 1 and rules["evaluate"] == 1, jobs          # salt x lund_kt x one seed
+    assert {w["sort"] for _, w in jobs if "sort" in w} == {"lund_kt"}, jobs
+    assert not {"generate", "bench"} & set(rules), jobs
+
+    shard = next((work / "results/shards/pythia/lund_kt/train").glob("*.h5"))
+    assert read_attrs(shard)["sort"] == "lund_kt"
+    d = read_shard(shard)
+    n = d["jet"][:, JET_FIELDS.index("n_particles")].astype(int)
+    kept = d["mask"].sum(axis=1)
+    assert np.array_equal(kept, np.minimum(n, d["mask"].shape[1]))
+    slots = np.arange(d["mask"].shape[1])
+    # the key is n - position: the jet's multiplicity first, then one less per particle, 0 on padding
+    assert np.array_equal(d["sort_value"], np.where(d["mask"], n[:, None] - slots, 0))

@@ -208,7 +208,7 @@ def build_manifest(splits: dict[str, Sequence[str | Path]], normalisation: str =
             attrs = read_attrs(path)
             if reference is None:
                 reference = attrs
-            for key in ("features", "classes", "sort", "n_particles", "jet_features", "kind"):
+            for key in ("features", "classes", "sort", "truncation", "n_particles", "jet_features", "kind"):
                 if attrs.get(key) != reference.get(key):
                     raise ShardError(f"{path}: attribute {key!r} = {attrs.get(key)!r} differs from "
                                      f"{reference.get(key)!r} in the other shards")
@@ -227,7 +227,7 @@ def build_manifest(splits: dict[str, Sequence[str | Path]], normalisation: str =
         raise ShardError("no shards given")
     if manifest["splits"]["train"]["n_jets"] == 0:
         raise ShardError("the train split is empty; check the split fractions and the raw files")
-    for key in ("features", "classes", "sort", "n_particles", "jet_features", "kind"):
+    for key in ("features", "classes", "sort", "truncation", "n_particles", "jet_features", "kind"):
         manifest[key] = reference.get(key)
     train_paths = [e["path"] for e in manifest["splits"]["train"]["shards"] if e["n_jets"]]
     manifest["normalisation"] = fit_normalisation(train_paths, normalisation, reference["features"], seed=seed)

@@ -36,9 +36,11 @@ FAMILY_LABELS = {
     "salt_nopartition": "SAL-T (no partition)",
     "salt_pair": "SAL-T + pair bias",
 }
-SORT_ORDER = ("kt", "pt", "deltaR", "radius", "none")
-SORT_LABELS = {"kt": "kT", "pt": "pT", "deltaR": "ΔR", "radius": "radius", "none": "none"}
-SORT_LATEX = {"kt": r"$k_\mathrm{T}$", "pt": r"$p_\mathrm{T}$", "deltaR": r"$\Delta R$"}
+SORT_ORDER = ("kt", "pt", "deltaR", "ca_depth", "lund_kt", "radius", "none")
+SORT_LABELS = {"kt": "kT", "pt": "pT", "deltaR": "ΔR", "ca_depth": "C/A depth-first", "lund_kt": "Lund kT",
+               "radius": "radius", "none": "none"}
+SORT_LATEX = {"kt": r"$k_\mathrm{T}$", "pt": r"$p_\mathrm{T}$", "deltaR": r"$\Delta R$",
+              "ca_depth": "C/A depth-first", "lund_kt": r"Lund $k_\mathrm{T}$"}
 # The sort the paper's single-sort figures use (kT), then the others in SORT_ORDER.
 PREFERRED_SORT = "kt"
 DATASET_LABELS = {

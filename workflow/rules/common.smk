@@ -9,6 +9,7 @@ from pathlib import Path
 
 from salt.data import download as downloads
 from salt.data.archive import glob_escape
+from salt.data.clustering import SORTS as CLUSTERING_SORTS
 from salt.data.kinematics import JET_SORTS, POINT_SORTS
 from salt.data.sources import SOURCES
 
@@ -16,7 +17,7 @@ from salt.data.sources import SOURCES
 wildcard_constraints:
     dataset=r"[A-Za-z0-9_]+",
     variant=r"[A-Za-z0-9_]+",
-    sort=r"kt|pt|deltaR|none|radius",
+    sort="|".join(sorted(set(JET_SORTS) | set(POINT_SORTS))),
     seed=r"\d+",
     split=r"train|val|test",
     shard=r"[A-Za-z0-9_.-]+",
@@ -136,7 +137,7 @@ TRAINING_SRC = [str(p) for p in sorted(Path("salt/training").glob("*.py"))]
 KERNEL_SRC = [str(p) for p in sorted(Path("salt/kernels").glob("*.py"))]
 SRC = {
     "generate": src("data/sources/pythia", "atomic"),
-    # plus the dataset's own reader: preprocess_src(dataset)
+    # plus the dataset's own reader (and the clustering code for its sorts): preprocess_src(dataset, sort)
     "preprocess": src(
         "data/preprocess",
         "data/kinematics",
@@ -381,12 +382,15 @@ def raw_listing(dataset, shard):
     return [listing] if listing else []
 
 
-def preprocess_src(dataset):
+def preprocess_src(dataset, sort):
     """SRC["preprocess"] plus the reader of the dataset's source (pythia files use the JetClass
-    reader with the label branches named in pythia.py)."""
+    reader with the label branches named in pythia.py) and, for the clustering-history sorts,
+    the clustering code (editing it re-runs only those shards)."""
     source = dataset_cfg(dataset)["source"]
     reader = SOURCES[source].removeprefix("salt.").replace(".", "/")
     extra = [f"salt/{reader}.py"] + (src("data/sources/pythia") if source == "pythia" else [])
+    if sort in CLUSTERING_SORTS:
+        extra += src("data/clustering")
     return SRC["preprocess"] + extra
 
 
