@@ -117,6 +117,8 @@ class _Run:
 
         seed_everything(seed)
         self.model = build_model(ModelSpec.from_dict(self.spec)).to(dev)
+        if self.model.pair is not None:  # the pairwise bias reads physical pT, Δη, Δφ back from the inputs
+            self.model.pair.calibrate(self.manifest["features"], self.manifest["normalisation"])
         self.net: torch.nn.Module = self.model
         if dist.active:
             self.net = torch.nn.parallel.DistributedDataParallel(
