@@ -3,6 +3,8 @@
 # the science lives in the `salt` package, which every rule calls through one `salt <stage>` command.
 from snakemake.utils import min_version, validate
 
+from salt.configcheck import check_keys
+
 min_version("9.0")
 
 
@@ -15,6 +17,7 @@ if isinstance(config.get("seeds"), list):
     config["seeds"] = [int(s) if str(s).isdigit() else s for s in config["seeds"]]
 
 
+check_keys(config, "workflow/schemas/config.schema.yaml")  # a misspelled key: one line, not the schema
 validate(config, "workflow/schemas/config.schema.yaml")
 
 

@@ -8,6 +8,7 @@ and an atomic rename.
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import tempfile
@@ -27,6 +28,11 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
     os.close(fd)
     tmp_path = Path(tmp)
+    # a writer killed outright (SIGKILL, node failure) leaves its temporary behind; the next writer
+    # of the same output removes it (one output has one writer at a time: Snakemake's job)
+    for stale in target.parent.glob(f".{glob.escape(target.name)}.*.part"):
+        if stale != tmp_path:
+            stale.unlink(missing_ok=True)
     try:
         yield tmp_path
         # mkstemp makes the file private (0600); results are meant to be shared like any output

@@ -386,7 +386,7 @@ def main(args: argparse.Namespace) -> int:
 
 def _main_sweep(args: argparse.Namespace) -> int:
     def fail(message: str, code: int = 2) -> int:
-        print(f"salt bench: {message}", file=sys.stderr)
+        print(f"salt bench: error: {message}", file=sys.stderr)
         return code
 
     try:
@@ -447,17 +447,17 @@ def _main_compare(args: argparse.Namespace) -> int:
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     unknown = [v for v in variants if v not in VARIANTS]
     if not variants or unknown:
-        print(f"salt bench: --variants {args.variants!r}: unknown {unknown}; expected some of {sorted(VARIANTS)}",
+        print(f"salt bench: error: --variants {args.variants!r}: unknown {unknown}; expected some of {sorted(VARIANTS)}",
               file=sys.stderr)
         return 2
     try:
         particle_list = [int(v) for v in args.particles.split(",") if v.strip()]
     except ValueError:
-        print(f"salt bench: --particles {args.particles!r}: expected integers like 150 or 128,1024", file=sys.stderr)
+        print(f"salt bench: error: --particles {args.particles!r}: expected integers like 150 or 128,1024", file=sys.stderr)
         return 2
     batches, threads_list = args.batch or [1024], args.threads or [1]
     if len(batches) != 1 or len(threads_list) != 1:
-        print("salt bench: the comparison mode (--variants) takes one --batch and one --threads; "
+        print("salt bench: error: the comparison mode (--variants) takes one --batch and one --threads; "
               "sweeps are the --spec mode's", file=sys.stderr)
         return 2
     batch = batches[0]
@@ -465,7 +465,7 @@ def _main_compare(args: argparse.Namespace) -> int:
         threads = resolve_threads(threads_list[0])
         require_device(args.device)
     except (ValueError, BenchError) as err:
-        print(f"salt bench: {err}", file=sys.stderr)
+        print(f"salt bench: error: {err}", file=sys.stderr)
         return 2
     warmup = 2 if args.warmup is None else args.warmup
     repeats = 7 if args.repeats is None else args.repeats
@@ -478,7 +478,7 @@ def _main_compare(args: argparse.Namespace) -> int:
                                       blocks=args.blocks, impls=impls, device=args.device, threads=threads,
                                       warmup=warmup, repeats=repeats, chunk_rows=args.chunk_rows)
     except ValueError as err:
-        print(f"salt bench: {err}", file=sys.stderr)
+        print(f"salt bench: error: {err}", file=sys.stderr)
         return 2
     from salt.provenance import provenance
 

@@ -4,13 +4,21 @@ Each subcommand lives in the module that does the work; that module defines
 ``add_arguments(parser)`` and ``main(args) -> int``. Modules are imported only
 when their subcommand runs, so `salt --help` and the light stages stay fast
 (torch is never imported to write a ROOT file).
+
+Errors a user can fix (a missing or unreadable file, a bad value; ValueError and
+OSError, which the modules raise with the file, key or value in the message) end
+the command with one line, ``salt <cmd>: error: ...``, and exit status 1; usage
+errors exit 2, as argparse does. SALT_TRACEBACK=1 shows the traceback instead.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import json
+import os
 import sys
+from typing import Any
 
 # subcommand -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
@@ -26,6 +34,26 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "model-info": ("salt.models.cost", "parameter and FLOP counts of a model variant"),
     "reference-check": ("salt.models.reference", "compare models with the authors' reference outputs"),
 }
+
+
+TRACEBACK_ENV = "SALT_TRACEBACK"
+
+
+def describe(err: BaseException) -> str:
+    """One line for a user error: an OSError as `file: what happened`, anything else as its message."""
+    if isinstance(err, OSError) and err.filename is not None:
+        text = f"{err.filename}: {err.strerror or err}"
+    else:
+        text = str(err) or type(err).__name__
+    return " ".join(text.split())
+
+
+def json_value(text: str) -> Any:
+    """argparse type of a JSON option: a parse error becomes a usage error naming the option."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({err.msg} at character {err.pos}): {text!r}") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,7 +73,13 @@ def main(argv: list[str] | None = None) -> int:
         parser = argparse.ArgumentParser(prog=f"salt {name}", description=SUBCOMMANDS[name][1])
         module.add_arguments(parser)
         args = parser.parse_args(argv[1:])
-        return int(module.main(args) or 0)
+        try:
+            return int(module.main(args) or 0)
+        except (ValueError, OSError) as err:
+            if os.environ.get(TRACEBACK_ENV):
+                raise
+            print(f"salt {name}: error: {describe(err)}", file=sys.stderr)
+            return 1
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.version:

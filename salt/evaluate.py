@@ -17,7 +17,7 @@ import torch
 
 from salt.atomic import atomic_path, write_json
 from salt.data.loader import load_split
-from salt.data.shards import load_manifest
+from salt.data.shards import load_manifest, verify_shards
 from salt.metrics import compute_metrics, json_safe
 from salt.models import load_model
 from salt.models.classifier import JetClassifier
@@ -67,11 +67,12 @@ def evaluate(model_path: str | Path, manifest_path: str | Path, *, device: str =
     if extra.get("classes") not in (None, manifest["classes"]):
         raise ValueError(f"{model_path} was trained on classes {extra['classes']}, "
                          f"but {manifest_path} has {manifest['classes']}")
+    verify_shards(manifest, ("test",))
     test = load_split(manifest, "test").to(dev)
     scores = predict(runner, test.x, test.mask)
     labels = test.y.cpu().numpy()
     n_particles = test.n_particles.cpu().numpy()
-    metrics = compute_metrics(labels, scores, manifest["classes"], n_particles=n_particles)
+    metrics = compute_metrics(labels, scores, manifest["classes"], n_particles=n_particles, errors=True)
     from salt.models.cost import model_cost
 
     result = {
@@ -80,7 +81,8 @@ def evaluate(model_path: str | Path, manifest_path: str | Path, *, device: str =
         "cost": model_cost(spec),
         "inference_backend": used,
         "training": extra.get("summary", {}),
-        "dataset": {"manifest": str(manifest_path), "sort": manifest.get("sort"), "classes": manifest["classes"],
+        "dataset": {"manifest": str(manifest_path), "sort": manifest.get("sort"),
+                    "truncation": manifest.get("truncation"), "classes": manifest["classes"],
                     "features": manifest["features"], "n_particles": manifest["n_particles"],
                     "test_jets": int(len(labels))},
         "provenance": provenance(device=str(dev)),

@@ -8,15 +8,24 @@ table needs, each under its own key, so a comparison never silently mixes two of
 Conventions (all working points are signal efficiencies = TPR):
 
 * ``rejXX`` is 1/FPR at TPR = XX %, read off the ROC curve by linear interpolation
-  (:func:`fpr_at_tpr`). This is ``np.interp(eff, tpr, fpr)`` except where the ROC has a
-  horizontal run exactly at ``eff`` (several points with the same TPR): ``np.interp`` then
-  returns the largest FPR of the run, we return the smallest, i.e. the best cut that reaches
-  the efficiency. The two differ only on ties; on large test sets they agree.
+  (:func:`fpr_at_tpr`). One definition everywhere, also where the efficiency is hit exactly
+  (a test set with 800 signal jets hits TPR = 0.5 exactly): the FPR of the tightest cut that
+  keeps at least that fraction of the signal, i.e. the smallest FPR of the horizontal ROC run
+  at that TPR. That is the limit of the interpolation from below, so
+  the rejection is continuous as the efficiency rises to the hit point. ``np.interp`` takes the
+  largest FPR of the run instead; on a small test set the two can differ by a few % (the bin
+  width of the ROC), well inside the test set's statistical error (``stat``).
 * FPR = 0 at the working point gives ``float('inf')`` in memory. No background jet passed,
   so the honest statement is "rejection > n_bkg"; every comparison therefore carries its
   ``n_bkg`` and :func:`format_rejection` prints "> N" (or "∞"). On disk, use
   :func:`json_safe` (inf -> the string "inf") and :func:`from_json_safe` to read it back:
   strict JSON has no Infinity.
+* ``stat`` (:func:`statistical_errors`): the test set's statistical uncertainty of every scalar
+  metric, under the same '/'-path: binomial sqrt(p(1-p)/n) for accuracies, a bootstrap over
+  the test jets for AUCs and rejections (half the central 68 % interval of the replicas, so a
+  replica with no background passing does not make it infinite; inf where more than 16 % of
+  the replicas are unbounded: too few background jets pass to bound the rejection). It is what a second, independent test set of the same size
+  would move the number by, and is separate from the spread over training seeds.
 * A metric that cannot be computed (a class absent from the test set) is ``None`` and its
   key (as a '/'-path) appears in ``result["undefined"]`` with the reason. No NaN is ever
   returned.
@@ -71,6 +80,11 @@ PART_WORKING_POINTS: Mapping[str, float] = {
 # known from the reviews; the inner edges are our choice until the PDF is read (TODO(PDF)).
 DEFAULT_MULTIPLICITY_BINS = (0, 25, 40, 55, 70, 85, 100, 115, 150)
 ROC_MAX_POINTS = 500
+MIN_CLASS_JETS = 10  # a class enters a multiplicity bin's balanced accuracy with at least this many jets
+BOOTSTRAP_REPLICAS = 50  # the error of a 68 % half-width from 50 replicas is ~10 % of itself
+BOOTSTRAP_MAX_JETS = 100_000  # bigger test sets: replicas of this many jets, errors scaled by sqrt(m/n)
+# Paths whose value is a count or a bookkeeping entry, not a measurement: no uncertainty.
+_COUNT_KEYS = ("n", "n_sig", "n_bkg", "count", "out_of_range", "lo", "hi")
 
 
 # ----------------------------------------------------------------------------- primitives
@@ -343,8 +357,15 @@ def _binary(y: np.ndarray, p: np.ndarray, names: Sequence[str], undefined: _Unde
 
 
 def accuracy_by_multiplicity(y: np.ndarray, pred: np.ndarray, n_particles: np.ndarray,
-                             bins: Sequence[float] = DEFAULT_MULTIPLICITY_BINS) -> dict[str, Any]:
-    """Accuracy per constituent-multiplicity bin [lo, hi) (the last bin includes hi), as in Figure 3."""
+                             bins: Sequence[float] = DEFAULT_MULTIPLICITY_BINS,
+                             names: Sequence[str] | None = None) -> dict[str, Any]:
+    """Accuracy per constituent-multiplicity bin [lo, hi) (the last bin includes hi), as in Figure 3.
+
+    The classes' multiplicities differ (top and gluon jets are busier than quark and W/Z jets),
+    so a bin's plain accuracy mostly shows its class mix. Each bin therefore also holds the
+    accuracy per class (`per_class`, with `names`) and their mean over the classes with at
+    least MIN_CLASS_JETS jets there (`balanced_accuracy`; a class with 2 jets would swing it by
+    25 points), each with its binomial error."""
     edges = np.asarray(bins, dtype=np.float64)
     if edges.ndim != 1 or len(edges) < 2 or np.any(np.diff(edges) <= 0):
         raise ValueError(f"multiplicity bins must be at least 2 strictly increasing edges, got {list(bins)}")
@@ -359,10 +380,23 @@ def accuracy_by_multiplicity(y: np.ndarray, pred: np.ndarray, n_particles: np.nd
     for b in range(len(edges) - 1):
         sel = inside & (which == b)
         n = int(sel.sum())
-        out[f"{edges[b]:g}-{edges[b + 1]:g}"] = {
-            "lo": float(edges[b]), "hi": float(edges[b + 1]), "count": n,
-            "accuracy": float(correct[sel].mean()) if n else None,
-        }
+        entry: dict[str, Any] = {"lo": float(edges[b]), "hi": float(edges[b + 1]), "count": n,
+                                 "accuracy": float(correct[sel].mean()) if n else None,
+                                 "accuracy_error": binomial_error(correct[sel])}
+        if names is not None:
+            per = {}
+            for k, name in enumerate(names):
+                in_k = sel & (y == k)
+                per[name] = {"count": int(in_k.sum()), "accuracy": float(correct[in_k].mean()) if in_k.any() else None,
+                             "accuracy_error": binomial_error(correct[in_k])}
+            enough = [v for v in per.values() if v["count"] >= MIN_CLASS_JETS]
+            present = [v["accuracy"] for v in enough]
+            errors = [v["accuracy_error"] for v in enough]
+            entry["per_class"] = per
+            entry["balanced_accuracy"] = float(np.mean(present)) if present else None
+            entry["balanced_accuracy_error"] = (float(np.sqrt(np.sum(np.square(errors)))) / len(errors)
+                                                if present else None)
+        out[f"{edges[b]:g}-{edges[b + 1]:g}"] = entry
     out["out_of_range"] = int((~inside).sum())
     return out
 
@@ -371,13 +405,14 @@ def accuracy_by_multiplicity(y: np.ndarray, pred: np.ndarray, n_particles: np.nd
 
 def compute_metrics(labels: np.ndarray, scores: np.ndarray, class_names: Sequence[str], *,
                     scheme: str = "auto", n_particles: np.ndarray | None = None,
-                    multiplicity_bins: Sequence[float] | None = None) -> dict:
+                    multiplicity_bins: Sequence[float] | None = None, errors: bool = False) -> dict:
     """All metrics of one evaluation as a JSON-able dict of plain Python values (see module doc).
 
     labels: (n,) class indices. scores: (n, C) probabilities, or (n,) / (n, 1) sigmoid
     outputs of class 1 for a binary task. n_particles: (n,) constituent counts, which adds
     accuracy per multiplicity bin (edges `multiplicity_bins`, default
-    DEFAULT_MULTIPLICITY_BINS).
+    DEFAULT_MULTIPLICITY_BINS). errors: also the test-set statistical uncertainties under
+    "stat" (statistical_errors; a bootstrap, so it costs ~50 evaluations of the metrics).
     """
     names = [str(c) for c in class_names]
     if len({canonical_name(c) for c in names}) != len(names):
@@ -396,7 +431,7 @@ def compute_metrics(labels: np.ndarray, scores: np.ndarray, class_names: Sequenc
         result.update(_binary(y, p, names, undefined))
     if n_particles is not None:
         bins = DEFAULT_MULTIPLICITY_BINS if multiplicity_bins is None else multiplicity_bins
-        result["multiplicity"] = accuracy_by_multiplicity(y, p.argmax(axis=1), n_particles, bins)
+        result["multiplicity"] = accuracy_by_multiplicity(y, p.argmax(axis=1), n_particles, bins, names)
     for key in ("rej_ovr_mean", "rej_avg_wzt", "rej_avg_qwzt", "rej_avg_qwzt_legacy"):
         if key not in result:
             continue
@@ -405,7 +440,59 @@ def compute_metrics(labels: np.ndarray, scores: np.ndarray, class_names: Sequenc
             if value is None:
                 undefined.note(f"{key}/{sub}".rstrip("/"), "none of the classes it averages could be scored")
     result["undefined"] = undefined.reasons
+    if errors:
+        result["stat"] = statistical_errors(y, p, names, scheme=chosen)
     return result
+
+
+def binomial_error(successes: np.ndarray) -> float | None:
+    """sqrt(p (1 - p) / n) of a fraction of n trials (None for none): an accuracy's test-set error."""
+    n = len(successes)
+    if n == 0:
+        return None
+    p = float(np.mean(successes))
+    return math.sqrt(p * (1.0 - p) / n)
+
+
+def statistical_errors(labels: np.ndarray, scores: np.ndarray, class_names: Sequence[str], *,
+                       scheme: str = "auto", replicas: int = BOOTSTRAP_REPLICAS,
+                       max_jets: int = BOOTSTRAP_MAX_JETS, seed: int = 0) -> dict[str, float | None]:
+    """Test-set statistical uncertainty of every scalar metric of compute_metrics, by '/'-path.
+
+    Accuracy: binomial. Everything else (AUCs, rejections, their means): a bootstrap over the
+    test jets, `replicas` resamples, the error being half the central 68 % interval. A test
+    set above `max_jets` is resampled `max_jets` at a time and the errors scaled by
+    sqrt(max_jets / n) (the 1/sqrt(n) law), so JetClass's millions of jets cost no more than
+    100k. Counts (n, n_bkg, ...) get no entry; a metric that is None on the full set neither."""
+    names = [str(c) for c in class_names]
+    p = _as_probabilities(scores, len(names))
+    y = _as_labels(labels, len(p), len(names))
+    full = flatten(compute_metrics(y, p, names, scheme=scheme))
+    keys = [k for k, v in full.items() if _is_number(v) and k.rsplit("/", 1)[-1] not in _COUNT_KEYS
+            and not k.startswith(("class_counts/", "confusion_matrix", "multiplicity/", "undefined/"))]
+    n = len(y)
+    m = min(n, max_jets)
+    rng = np.random.default_rng(seed)
+    draws: dict[str, list[float]] = {k: [] for k in keys}
+    for _ in range(replicas):
+        idx = rng.integers(0, n, size=m)
+        flat = flatten(compute_metrics(y[idx], p[idx], names, scheme=scheme))
+        for k in keys:
+            v = flat.get(k)
+            draws[k].append(math.nan if v is None else float(v))
+    out: dict[str, float | None] = {}
+    for k in keys:
+        a = np.asarray(draws[k])
+        a = a[~np.isnan(a)]  # a replica without some class leaves that metric undefined
+        if len(a) < max(2, replicas // 2):
+            out[k] = None
+            continue
+        with np.errstate(invalid="ignore"):  # inf - inf between two unbounded replicas: nan, caught below
+            lo, hi = np.quantile(a, [0.15865, 0.84135])
+        # more than 16 % of the replicas unbounded (no background passing): the error is too
+        out[k] = float(0.5 * (hi - lo) * math.sqrt(m / n)) if math.isfinite(hi) and math.isfinite(lo) else math.inf
+    out["accuracy"] = binomial_error(np.asarray(p.argmax(axis=1) == y))
+    return out
 
 
 def _downsample(fpr: np.ndarray, tpr: np.ndarray, max_points: int = ROC_MAX_POINTS) -> tuple[list[float], list[float]]:

@@ -41,6 +41,7 @@ import math
 import os
 import signal
 import sys
+import tempfile
 import time
 from contextlib import nullcontext
 from dataclasses import asdict
@@ -52,8 +53,11 @@ import torch.distributed as torch_dist
 from tqdm import tqdm
 
 from salt.atomic import atomic_path
-from salt.data.shards import load_manifest
-from salt.models import ModelSpec, build_model, save_model
+from salt.cli import json_value
+from salt.data.shards import load_manifest, verify_shards
+from salt.models.checkpoint import save_model
+from salt.models.registry import build_model
+from salt.models.spec import ModelSpec
 from salt.provenance import provenance
 from salt.training.checkpoint import (CHECKPOINT_FORMAT, GlobalBest, Position, load_checkpoint, rng_state, run_fingerprint,
                                       save_checkpoint, set_rng_state)
@@ -103,12 +107,18 @@ class _Run:
         self.manifest = load_manifest(manifest_path)
         self.spec = dict(spec)
         _check_spec(self.spec, self.manifest, manifest_path)
+        if dist.rank == 0:   # once per job; the other ranks wait for the result
+            _check_writable(out)
+            verify_shards(self.manifest, ("train", "val"))
+        dist.barrier()
         self.checkpoint_path = out / "checkpoint.pt"
         self.is_main = dist.rank == 0
         self.hook = signal_hook()
 
         seed_everything(seed)
         self.model = build_model(ModelSpec.from_dict(self.spec)).to(dev)
+        if self.model.pair is not None:  # the pairwise bias reads physical pT, Δη, Δφ back from the inputs
+            self.model.pair.calibrate(self.manifest["features"], self.manifest["normalisation"])
         self.net: torch.nn.Module = self.model
         if dist.active:
             self.net = torch.nn.parallel.DistributedDataParallel(
@@ -331,6 +341,15 @@ def _check_spec(spec: dict[str, Any], manifest: dict[str, Any], path: str | Path
     spec.setdefault("classes", classes)
 
 
+def _check_writable(out: Path) -> None:
+    """Fail now, not at the first checkpoint an epoch later, if the outputs cannot be written."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=out).close()
+    except OSError as err:
+        raise ValueError(f"{out}: cannot write the model directory ({err.strerror or err})") from err
+
+
 def _write_history(path: Path, rows: list[dict[str, Any]]) -> None:
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=HISTORY_FIELDS)
@@ -344,9 +363,12 @@ def _write_history(path: Path, rows: list[dict[str, Any]]) -> None:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--manifest", required=True, help="manifest.json of the shards to train on")
-    parser.add_argument("--spec", required=True, help="JSON model spec (variant knobs)")
-    parser.add_argument("--train-config", required=True,
+    parser.add_argument("--spec", required=True, type=json_value, help="JSON model spec (variant knobs)")
+    parser.add_argument("--train-config", required=True, type=json_value,
                         help="JSON training settings (schedule, lr, ...; see TrainSettings)")
+    parser.add_argument("--run-settings", type=json_value, default={},
+                        help=f"JSON of settings that cannot change the result ({', '.join(TrainSettings.NOT_IN_RESULT)}); "
+                             "kept apart so that a workflow can pass them without retraining when they change")
     parser.add_argument("--seed", type=int, required=True)
     parser.add_argument("--device", default="cpu", help="cpu or cuda (each torchrun rank takes cuda:LOCAL_RANK)")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads per process")
@@ -369,7 +391,8 @@ def launch(args: argparse.Namespace) -> int:
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 
     os.environ.setdefault("TORCHELASTIC_SIGNALS_TO_HANDLE", "SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1")
-    rank_args = ["--manifest", args.manifest, "--spec", args.spec, "--train-config", args.train_config,
+    rank_args = ["--manifest", args.manifest, "--spec", json.dumps(args.spec),
+                 "--train-config", json.dumps(args.train_config), "--run-settings", json.dumps(args.run_settings),
                  "--seed", str(args.seed), "--device", args.device, "--threads", str(args.threads),
                  "--output-dir", args.output_dir]
     try:
@@ -393,9 +416,12 @@ def main(args: argparse.Namespace) -> int:
     rank = int(os.environ.get("RANK", "0"))
     logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING,
                         format=f"%(asctime)s %(levelname)s{f' [rank {rank}]' if rank else ''} %(message)s")
-    settings = TrainSettings.from_dict(json.loads(args.train_config))
+    stray = sorted(set(args.run_settings) - set(TrainSettings.NOT_IN_RESULT))
+    if stray:
+        raise ValueError(f"--run-settings: {stray} change the result; pass them in --train-config")
+    settings = TrainSettings.from_dict(args.train_config | args.run_settings)
     try:
-        summary = train(args.manifest, json.loads(args.spec), settings, seed=args.seed, device=args.device,
+        summary = train(args.manifest, args.spec, settings, seed=args.seed, device=args.device,
                         out_dir=args.output_dir, threads=args.threads)
     except Preempted as stop:
         log.warning("%s: checkpoint saved in %s; exiting with %d so the job is retried", stop, args.output_dir,

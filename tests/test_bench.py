@@ -92,12 +92,13 @@ def test_speed_goal_script_runs(tmp_path):
     its exit status says whether every goal was met (small batches may well miss them)."""
     out_file = tmp_path / "speed.json"
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "model_speed.py"), "--batch", "4",
-                           "--repeats", "1", "--particles", "16,128,150,1024", "--before", "--output", str(out_file)],
+                           "--repeats", "1", "--particles", "16,128,150,1024", "--before", "--pair", "--output", str(out_file)],
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode in (0, 1), proc.stderr
     data = json.loads(out_file.read_text())
-    assert set(data["goals"]) == {"salt_vs_transformer_at_150", "salt_vs_linformer_at_150", "salt_time_1024_over_128"}
+    assert set(data["goals"]) == {"salt_vs_transformer_at_150", "salt_vs_linformer_at_150", "salt_time_1024_over_128",
+                                  "salt_pair_time_1024_over_128", "part_time_1024_over_128"}
     assert proc.returncode == (0 if all(g["met"] for g in data["goals"].values()) else 1)
     for name in data["goals"]:
         assert name in proc.stdout
-    assert "(straightforward)" in proc.stdout and "1024" in proc.stdout
+    assert "(straightforward)" in proc.stdout and "1024" in proc.stdout and "salt_pair" in proc.stdout

@@ -164,12 +164,16 @@ def test_sort_and_pad_with_clustering_sorts_pads_last():
     deta = [[0.0] * 4, [0.1], [0.0] * 3]
     dphi = [[0.6, 0.05, 0.5, 0.0], [0.2], [0.0, 0.1, 0.3]]
     rec = make_record(pt, deta, dphi)
-    x, mask, value = sort_and_pad(rec, ["pt"], "lund_kt", 3)
+    x, mask, value = sort_and_pad(rec, ["pt"], "lund_kt", 3, "key")  # sort, then cut
     np.testing.assert_allclose(x[0, :, 0], [100.0, 50.0, 5.0], rtol=1e-6)
     np.testing.assert_allclose(x[1, :, 0], [7.0, 0.0, 0.0])
     np.testing.assert_allclose(x[2, :, 0], [50.0, 30.0, 10.0], rtol=1e-6)
     assert mask.tolist() == [[True] * 3, [True, False, False], [True] * 3]
     assert value.tolist() == [[4.0, 3.0, 2.0], [1.0, 0.0, 0.0], [3.0, 2.0, 1.0]]
+    # the default cuts first: the 3 hardest (100, 50, 10), in the key's order of the whole jet
+    x, _, value = sort_and_pad(rec, ["pt"], "lund_kt", 3)
+    np.testing.assert_allclose(x[0, :, 0], [100.0, 50.0, 10.0], rtol=1e-6)
+    assert value[0].tolist() == [4.0, 3.0, 1.0]
     x, _, value = sort_and_pad(rec, ["pt"], "ca_depth", 3)
     np.testing.assert_allclose(x[0, :, 0], [100.0, 10.0, 50.0], rtol=1e-6)
     key = sort_key(rec, "ca_depth")

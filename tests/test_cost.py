@@ -66,12 +66,14 @@ def test_headline_numbers():
     assert cost(model="salt", particles=150, partitions=16)["flops_paper"] == 3_533_518
 
 
-@pytest.mark.parametrize("variant", ["salt", "linformer", "transformer", "salt_noconv", "salt_nopartition"])
+@pytest.mark.parametrize("variant, pair_hidden", [("salt", 0), ("linformer", 0), ("transformer", 0), ("salt_noconv", 0),
+                                                  ("salt_nopartition", 0), ("part", 0), ("salt_pair", 0),
+                                                  ("salt_pair", 6)])
 @pytest.mark.parametrize("n, p, blocks, classes", [(16, 4, 1, 5), (24, 8, 2, 1), (30, 5, 3, 10)])
-def test_matrix_product_flops_match_pytorch_counter(variant, n, p, blocks, classes):
+def test_matrix_product_flops_match_pytorch_counter(variant, pair_hidden, n, p, blocks, classes):
     """The matmul/conv part of `flops` equals what torch's FlopCounterMode sees the model do
     (on the straightforward path, with N divisible by p so no padded slot is counted)."""
-    spec = ModelSpec(model=variant, particles=n, classes=classes, partitions=p, blocks=blocks)
+    spec = ModelSpec(model=variant, particles=n, classes=classes, partitions=p, blocks=blocks, pair_hidden=pair_hidden)
     model = build_model(spec, impl="straightforward")
     with FlopCounterMode(display=False) as counter:
         model.attention_maps(torch.randn(1, n, 3))  # explicit attention: SDPA is not counted on CPU

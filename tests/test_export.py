@@ -76,3 +76,22 @@ def test_onnx_export_with_mask(variant, tmp_path):
     with torch.no_grad():
         want = model(x_new, mask_new).numpy()
     assert np.abs(got - want).max() < 1e-5
+
+
+@pytest.mark.parametrize("variant", ["part", "salt_pair"])
+def test_onnx_export_with_a_pairwise_bias(variant, tmp_path):
+    """The pair features (atan2, remainder, the Minkowski matmul) and the calibration buffers export."""
+    model = small_model(variant, pair_hidden=5).eval()
+    model.pair.calibrate(["pt", "deta", "dphi"], {"center": [30.0, 0.0, 0.0], "scale": [50.0, 0.5, 0.5]})
+    gen = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for p in model.pair.embed.parameters():
+            p.copy_(0.3 * torch.randn(p.shape, generator=gen))
+    x, mask = inputs(4)
+    x_new, mask_new = inputs(7, seed=2)
+    x, x_new = x * mask[..., None], x_new * mask_new[..., None]
+    got = export_and_run(model, (x, mask), (x_new, mask_new), tmp_path / f"{variant}.onnx")
+    with torch.no_grad():
+        want = model(x_new, mask_new).numpy()
+        assert np.abs(want - model(x_new).numpy()).max() > 1e-4  # the mask reaches the pair features
+    assert np.abs(got - want).max() < 1e-4

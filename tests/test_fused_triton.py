@@ -63,6 +63,7 @@ def test_full_attention_falls_back_to_eager_with_one_logged_line(caplog):
 def test_too_wide_models_are_not_covered():
     assert "d_model 256" in coverage(ModelSpec(model="salt", particles=16, classes=2, d_model=256))
     assert coverage(ModelSpec(model="salt", particles=16, classes=2)) is None
+    assert "pairwise attention bias" in coverage(ModelSpec(model="salt_pair", particles=16, classes=2))
 
 
 def test_kernel_needs_cuda_outside_the_interpreter(monkeypatch):

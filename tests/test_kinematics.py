@@ -82,6 +82,66 @@ def test_truncation_keeps_the_leading_particles_of_the_sort():
     assert x[0, :, 0].tolist() == [4.0, 3.0] and mask.all()
 
 
+def _direct(pt, key, n, truncation):
+    """One jet, by hand: the kept particles' pT in slot order (stable descending sorts)."""
+    by_key = sorted(range(len(pt)), key=lambda i: -key[i])
+    if truncation == "key":
+        return [pt[i] for i in by_key[:n]]
+    hardest = set(sorted(range(len(pt)), key=lambda i: -pt[i])[:n])
+    return [pt[i] for i in by_key if i in hardest]
+
+
+def test_truncation_by_pt_keeps_the_hardest_then_sorts():
+    # a hard core and soft wide-angle particles: ΔR-first cutting keeps the soft periphery
+    pt, deta = [100.0, 50.0, 30.0, 2.0, 1.0, 0.5], [0.01, 0.02, 0.05, 0.5, 0.6, 0.7]
+    rec = make_record([pt], [deta], [[0.0] * 6])
+    x_pt, mask, key = sort_and_pad(rec, ["pt"], "deltaR", 3, "pt")
+    x_key, _, _ = sort_and_pad(rec, ["pt"], "deltaR", 3, "key")
+    assert x_pt[0, :, 0].tolist() == _direct(pt, deta, 3, "pt") == [30.0, 50.0, 100.0]
+    assert x_key[0, :, 0].tolist() == _direct(pt, deta, 3, "key") == [0.5, 1.0, 2.0]
+    np.testing.assert_allclose(key[0], [0.05, 0.02, 0.01], rtol=1e-6)  # the kept particles' own keys
+    assert mask.all()
+
+
+@pytest.mark.parametrize("shuffle", [False, True])  # pT-ordered files take a shortcut; shuffled ones rank by pT
+def test_truncation_matches_a_direct_computation(shuffle):
+    rng = np.random.default_rng(3)
+    counts = rng.integers(1, 14, size=40)
+    pt = rng.exponential(10.0, counts.sum()).astype(np.float32)
+    pt[1::7] = pt[::7][: len(pt[1::7])]  # some pT ties
+    deta = rng.normal(0, 0.3, counts.sum()).astype(np.float32)
+    dphi = rng.normal(0, 0.3, counts.sum()).astype(np.float32)
+    jets = np.split(np.arange(counts.sum()), np.cumsum(counts)[:-1])
+    if not shuffle:
+        jets = [j[np.argsort(-pt[j], kind="stable")] for j in jets]
+    else:
+        jets = [rng.permutation(j) for j in jets]
+    cols = [[v[j].tolist() for j in jets] for v in (pt, deta, dphi)]
+    rec = make_record(*cols)
+    for sort in ("kt", "deltaR", "pt", "none"):
+        keys = [ak.to_list(k) for k in sort_key(rec, sort)]
+        for cut in ("pt", "key"):
+            x, mask, _ = sort_and_pad(rec, ["pt"], sort, 5, cut)
+            for i, (p, k) in enumerate(zip(cols[0], keys)):
+                expect = _direct(np.float32(p).tolist(), k, 5, cut)
+                assert x[i, : len(expect), 0].tolist() == expect, (sort, cut, i)
+                assert mask[i].sum() == len(expect)
+    # the two orders of operations differ on these jets
+    a, _, _ = sort_and_pad(rec, ["pt"], "deltaR", 5, "pt")
+    b, _, _ = sort_and_pad(rec, ["pt"], "deltaR", 5, "key")
+    assert not np.array_equal(np.sort(a, axis=1), np.sort(b, axis=1))
+
+
+def test_truncation_by_pt_needs_jets():
+    from salt.data.kinematics import resolve_truncation
+
+    assert resolve_truncation("auto", "jet") == "pt" and resolve_truncation("auto", "points") == "key"
+    with pytest.raises(ValueError, match="points records have no pT"):
+        resolve_truncation("pt", "points")
+    with pytest.raises(ValueError, match="expected one of"):
+        resolve_truncation("hardest", "jet")
+
+
 def test_derived_features():
     rec = make_record([[10.0, 30.0]], [[0.3, 0.0]], [[0.4, 0.1]])
     np.testing.assert_allclose(ak.to_list(feature(rec, "pt_rel")[0]), [0.25, 0.75])
@@ -125,13 +185,14 @@ def test_required_fields_are_enough_for_every_feature_and_sort():
     full = make_record(*cols)
     for name in _FEATURES:
         for sort in JET_SORTS:
-            need = required_fields([name], sort)
-            part = Record(particles=full.particles[list(need)], jets=full.jets, labels=full.labels,
-                          class_names=full.class_names, source="partial")
-            part.validate(need)
-            expect = sort_and_pad(full, [name], sort, 6)
-            got = sort_and_pad(part, [name], sort, 6)
-            for a, b in zip(expect, got, strict=True):
-                np.testing.assert_array_equal(a, b, err_msg=f"{name} sorted by {sort}")
+            for cut in ("pt", "key"):
+                need = required_fields([name], sort, cut)
+                part = Record(particles=full.particles[list(need)], jets=full.jets, labels=full.labels,
+                              class_names=full.class_names, source="partial")
+                part.validate(need)
+                expect = sort_and_pad(full, [name], sort, 6, cut)
+                got = sort_and_pad(part, [name], sort, 6, cut)
+                for a, b in zip(expect, got, strict=True):
+                    np.testing.assert_array_equal(a, b, err_msg=f"{name} sorted by {sort}, cut by {cut}")
     # a field that is not derived is its own requirement; the sort's fields come after
     assert required_fields(["charge", "pt"], "deltaR") == ("charge", "pt", "deta", "dphi")

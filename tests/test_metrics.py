@@ -327,9 +327,27 @@ def test_accuracy_by_multiplicity_counts():
     default = compute_metrics(y, p, ["qcd", "top"], n_particles=n_particles)["multiplicity"]
     assert "115-150" in default and sum(v["count"] for k, v in default.items() if k != "out_of_range") == 8
     empty_bin = compute_metrics(y, p, ["qcd", "top"], n_particles=n_particles, multiplicity_bins=[0, 1, 100])
-    assert empty_bin["multiplicity"]["0-1"] == {"lo": 0.0, "hi": 1.0, "count": 0, "accuracy": None}
+    assert {k: empty_bin["multiplicity"]["0-1"][k] for k in ("lo", "hi", "count", "accuracy", "balanced_accuracy")} \
+        == {"lo": 0.0, "hi": 1.0, "count": 0, "accuracy": None, "balanced_accuracy": None}
+    # per class in [10, 20): qcd jet 2 wrong, top jets 1 and 3 right; each with its binomial error
+    b = mult["10-20"]
+    assert b["per_class"]["qcd"] == {"count": 1, "accuracy": 0.0, "accuracy_error": 0.0}
+    assert b["per_class"]["top"]["count"] == 2 and b["per_class"]["top"]["accuracy"] == 1.0
+    assert b["balanced_accuracy"] is None  # no class has MIN_CLASS_JETS jets in the bin
+    assert b["accuracy_error"] == pytest.approx(np.sqrt(2 / 3 * 1 / 3 / 3))
     with pytest.raises(ValueError, match="increasing"):
         compute_metrics(y, p, ["qcd", "top"], n_particles=n_particles, multiplicity_bins=[0, 20, 10])
+
+
+def test_balanced_accuracy_per_multiplicity_bin():
+    # one bin: 10 qcd jets (8 right) and 12 top jets (6 right); balanced = (0.8 + 0.5) / 2
+    y = np.array([0] * 10 + [1] * 12)
+    p = np.array([0.2] * 8 + [0.8] * 2 + [0.9] * 6 + [0.1] * 6)
+    m = compute_metrics(y, p, ["qcd", "top"], n_particles=np.full(22, 30), multiplicity_bins=[0, 50])
+    b = m["multiplicity"]["0-50"]
+    assert b["accuracy"] == pytest.approx(14 / 22)
+    assert b["balanced_accuracy"] == pytest.approx(0.65)
+    assert b["balanced_accuracy_error"] == pytest.approx(np.sqrt(0.8 * 0.2 / 10 + 0.5 * 0.5 / 12) / 2)
 
 
 def test_aggregate_mean_and_std_over_seeds():
@@ -366,3 +384,67 @@ def test_roc_curves_keys_and_size():
     jc = roc_curves(JC_Y, JC_P, JC_NAMES, "auto")
     assert set(jc) == {"ovr/QCD", "ovr/Hbb", "ovr/Tbl", "vs_qcd/Hbb", "vs_qcd/Tbl"}
     json.dumps(jc, allow_nan=False)
+
+
+# --------------------------------------------------------------------------- statistical errors
+
+def test_rejection_at_an_exactly_hit_efficiency_is_the_limit_from_below():
+    fpr = np.array([0, 0, .25, .25, .5, .5, .75, .75, 1])
+    tpr = np.array([0, .25, .25, .5, .5, .75, .75, 1, 1])
+    assert fpr_at_tpr(fpr, tpr, 0.5 - 1e-9) == pytest.approx(fpr_at_tpr(fpr, tpr, 0.5), abs=1e-8)
+
+
+def _binary_sample(n: int, seed: int):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n)
+    return y, 1 / (1 + np.exp(-(rng.normal(size=n) + 1.5 * y)))
+
+
+def test_statistical_errors_match_the_analytic_ones():
+    from salt.metrics import statistical_errors
+
+    y, p = _binary_sample(4000, 2)
+    m = compute_metrics(y, p, ["qcd", "top"])
+    err = statistical_errors(y, p, ["qcd", "top"], replicas=200)
+    acc = m["accuracy"]
+    assert err["accuracy"] == pytest.approx(np.sqrt(acc * (1 - acc) / 4000))
+    # Hanley & McNeil (1982) for the AUC
+    a, n1, n0 = m["auc"], int(y.sum()), int((1 - y).sum())
+    q1, q2 = a / (2 - a), 2 * a * a / (1 + a)
+    hm = np.sqrt((a * (1 - a) + (n1 - 1) * (q1 - a * a) + (n0 - 1) * (q2 - a * a)) / (n1 * n0))
+    assert err["auc"] == pytest.approx(hm, rel=0.25)
+    # rejection: at least the background's binomial error on the FPR (the cut's own error adds to it)
+    rej = m["rej_signal"]["rej50"]
+    fpr = 1 / rej
+    binomial = rej * np.sqrt(fpr * (1 - fpr) / n0) / fpr
+    assert binomial * 0.8 < err["rej_signal/rej50"] < binomial * 3
+    assert "n" not in err and "rej_signal/n_bkg" not in err and "class_counts/qcd" not in err
+
+
+def test_statistical_errors_of_a_big_test_set_scale_from_a_subsample():
+    from salt.metrics import statistical_errors
+
+    y, p = _binary_sample(8000, 3)
+    full = statistical_errors(y, p, ["qcd", "top"], replicas=100)
+    sub = statistical_errors(y, p, ["qcd", "top"], replicas=100, max_jets=2000)
+    for key in ("auc", "rej_signal/rej50", "rej_signal/rej80"):
+        assert sub[key] == pytest.approx(full[key], rel=0.35), key
+
+
+def test_compute_metrics_adds_errors_on_request_and_they_survive_aggregation():
+    y, p = _binary_sample(600, 4)
+    m = compute_metrics(y, p, ["qcd", "top"], errors=True)
+    assert "stat" not in compute_metrics(y, p, ["qcd", "top"])
+    assert set(m["stat"]) >= {"accuracy", "auc", "rej_signal/rej50"}
+    agg = aggregate([json_safe(m), json_safe(m)])
+    assert agg["stat/auc"]["mean"] == pytest.approx(m["stat"]["auc"])
+
+
+def test_statistical_error_of_an_unbounded_rejection_is_infinite():
+    from salt.metrics import statistical_errors
+
+    y = np.repeat([0, 1], 200)
+    p = np.where(y == 1, 0.6, 0.4) + np.linspace(0, 0.01, 400)  # fully separated: no background passes
+    err = statistical_errors(y, p, ["qcd", "top"], replicas=20)
+    assert err["rej_signal/rej50"] == INF and err["accuracy"] == 0.0
+    assert json.loads(json.dumps(json_safe(err)))["rej_signal/rej50"] == "inf"

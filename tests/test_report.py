@@ -333,7 +333,7 @@ def test_undefined_metric_is_a_dash(tmp_path):
     assert row["scheme"] == "binary" and row["auc"] == "" and row["rej80"] == ""
     assert float(row["accuracy"]) == pytest.approx(np.mean(p <= 0.5))
     line = next(ln for ln in (out / "accuracy.md").read_text().splitlines() if ln.startswith("| SAL-T"))
-    assert line.endswith("| — | — | — | — |")
+    assert line.endswith("| — | — | — | — | 30 | 30 | 30 |")  # three rejections, each on the 30 background jets
 
 
 def _rejection_at(is_sig: np.ndarray, score: np.ndarray, eff: float) -> float:
@@ -537,3 +537,70 @@ def test_report_rules_and_snakemake_report(tmp_path):
                     "ROC curves</strong> on pythia", "benchmark sweep\\n(N = 16, 32)"):
         assert caption in html, caption
     assert "{{" not in html  # every Jinja expression rendered
+
+
+# --------------------------------------------------------------------------- statistical errors
+
+def _with_stat(path: Path, stat: dict[str, float]) -> Path:
+    """A metrics file given a hand-set test-set error per metric path (salt.metrics' "stat")."""
+    doc = json.loads(path.read_text())
+    doc["metrics"]["stat"] = stat
+    path.write_text(json.dumps(doc))
+    return path
+
+
+def _stat_run(root: Path, error: float) -> list[Path]:
+    files = []
+    for v in ("salt", "linformer"):
+        for seed in SEEDS:
+            y, p, _ = random_run(v, "kt", seed)
+            stat = {"accuracy": error * seed, "auc_macro": error / 10, "rej_avg_wzt/rej80": 100 * error}
+            files.append(_with_stat(write_metrics(root, "pythia", v, "kt", seed, y, p), stat))
+    return files
+
+
+def test_tables_show_the_statistical_error_beside_the_seed_spread(tmp_path):
+    files = _stat_run(tmp_path, 0.004)
+    out = tables(tmp_path, files, [])
+    row = next(r for r in read_csv(out / "accuracy.csv") if r["variant"] == "salt")
+    assert float(row["accuracy_stat"]) == pytest.approx(0.004 * np.mean(SEEDS))  # the seeds' mean
+    assert float(row["rej80_wzt_stat"]) == pytest.approx(0.4)
+    acc = [np.mean(p.argmax(1) == y) for y, p, _ in (random_run("salt", "kt", s) for s in SEEDS)]
+    cell = f"{100 * np.mean(acc):.2f} ± {100 * np.std(acc, ddof=1):.2f} ± {100 * 0.004 * np.mean(SEEDS):.2f}"
+    assert cell in (out / "accuracy.md").read_text()
+    # every rejection names its background: g ∪ q jets of the test set
+    assert row["rej80_wzt_nbkg"] == f"{CLASS_COUNTS[0] + CLASS_COUNTS[1]:,}"
+    # a metric without an error (older metrics files): mean ± std only
+    assert row["rej50_wzt_stat"] == ""
+
+
+def test_summary_marks_models_tied_within_uncertainty(tmp_path):
+    clear = {r["quantity"]: r for r in read_csv(tables(tmp_path, _stat_run(tmp_path / "a", 1e-6), [], "a")
+                                                / "summary.csv")}
+    tied = {r["quantity"]: r for r in read_csv(tables(tmp_path, _stat_run(tmp_path / "b", 0.2), [], "b")
+                                               / "summary.csv")}
+    acc = "Accuracy (%) (highest)"
+    assert clear[acc]["best"] == "SAL-T, kT" and clear[acc]["tied"] == ""  # strength 1.4 against 0.6
+    assert tied[acc]["best"] == "SAL-T, kT (tie)" and tied[acc]["tied"] == "Linformer, kT"
+
+
+def test_accuracy_vs_multiplicity_is_class_balanced(run):
+    from salt.report.figures import multiplicity_stats
+    from salt.report.inputs import load_evaluations
+
+    evals = [e for e in load_evaluations(run["metrics"]) if (e.variant, e.sort) == ("salt", "kt")]
+    stats = {(b["lo"], b["hi"]): b for b in multiplicity_stats(evals)}
+    lo, hi = 25.0, 40.0
+    per_seed = []
+    for seed in SEEDS:
+        y, p, mult = run["arrays"][("salt", "kt", seed)]
+        sel = (mult >= lo) & (mult < hi)
+        per_seed.append(np.mean([np.mean(p[sel & (y == k)].argmax(1) == k) for k in range(5)
+                                 if (sel & (y == k)).sum() >= 10]))
+    b = stats[(lo, hi)]
+    assert b["balanced"] and b["mean"] == pytest.approx(np.mean(per_seed))
+    assert b["std"] == pytest.approx(np.std(per_seed, ddof=1))
+    y, _, mult = run["arrays"][("salt", "kt", SEEDS[0])]
+    sel = (mult >= lo) & (mult < hi)
+    assert b["per_class"] == {name: int((sel & (y == k)).sum()) for k, name in enumerate(CLASSES)}
+    assert 0 < b["error"] < 0.2

@@ -34,12 +34,14 @@ include: "workflow/rules/train.smk"
 """
 
 
-def make_workflow(work: Path, train_only: bool = False, **train) -> Path:
-    """The workflow in `work`: the real Snakefile, or one with only the train rule (shards as plain inputs)."""
+def make_workflow(work: Path, train_only: bool = False, profiles: bool = False, **train) -> Path:
+    """The workflow in `work`: the real Snakefile, or one with only the train rule (shards as plain inputs);
+    with `profiles`, profiles/default too (which Snakemake loads by itself)."""
     config = tiny_config()
     config["runs"] = [{"variants": ["salt", "transformer"], "sorts": ["kt"]}]
     config["train"] = {"schedule": [[16, 3]], "loader": "memory"} | train
-    copy_workflow(work, config, parts=("workflow", "salt") if train_only else ("Snakefile", "workflow", "salt"))
+    parts = ("workflow", "salt") if train_only else ("Snakefile", "workflow", "salt")
+    copy_workflow(work, config, parts=parts + (("profiles",) if profiles else ()))
     if train_only:
         (work / "Snakefile").write_text(SNAKEFILE)
     return work
@@ -72,12 +74,30 @@ def test_schema_defaults_are_the_trainer_defaults():
     assert set(props) - {"schedules", "threads", "gpus"} == set(defaults.result_dict()) | {"checkpoint_minutes"}
 
 
-@pytest.mark.slow
-def test_failed_attempts_keep_the_checkpoint_and_retries_resume_it(tmp_path, monkeypatch):
-    work = make_workflow(tmp_path, train_only=True)
+def write_shards(work: Path) -> None:
     classes = ["g", "q", "W", "Z", "t"]
     write_dataset(work / "results/shards/pythia/kt", n_particles=16, classes=classes, names=[f"{c}_000" for c in classes],
                   relative_to=work, chunk_jets=64)
+
+
+@pytest.mark.slow
+def test_a_preempted_job_is_retried_by_default_and_every_attempt_keeps_its_log(tmp_path):
+    work = make_workflow(tmp_path, train_only=True, profiles=True)
+    write_shards(work)
+    # no --retries: profiles/default retries the job stopped at step 50 (exit 75), which resumes
+    proc = snakemake(work, MODEL, **{SIGNAL_HOOK_ENV: "50"})
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    logs = work / "logs/train/pythia/salt/kt"
+    first, second = (logs / "seed1.attempt1.log").read_text(), (logs / "seed1.attempt2.log").read_text()
+    assert "exiting with 75" in first and "resumed from" not in first
+    assert "resumed from" in second and "attempt 2" in second
+    assert (logs / "seed1.log").read_text() == second and not (logs / "seed1.attempt3.log").exists()
+
+
+@pytest.mark.slow
+def test_failed_attempts_keep_the_checkpoint_and_retries_resume_it(tmp_path, monkeypatch):
+    work = make_workflow(tmp_path, train_only=True)
+    write_shards(work)
     out_dir = work / Path(MODEL).parent
 
     # attempt 1 is preempted (SIGTERM after step 50 of 114) and no retry is allowed: the job fails

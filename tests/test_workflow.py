@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +36,22 @@ def planned_jobs(workdir: Path) -> list[tuple[str, dict[str, str]]]:
         wildcards = dict(kv.split("=", 1) for kv in wc.group(1).split(", ")) if wc else {}
         jobs.append((m.group(1), wildcards))
     return [(r, w) for r, w in jobs if r != "all"]
+
+
+@contextmanager
+def edited(path: Path, change: Callable[[str], str]) -> Iterator[None]:
+    """`path` with `change` applied to its text, restored afterwards."""
+    original = path.read_text()
+    path.write_text(change(original))
+    try:
+        yield
+    finally:
+        path.write_text(original)
+
+
+def planned_rules_after_editing(work: Path, source: str) -> Counter:
+    with edited(work / source, lambda text: text + "\n# an edit\n"):
+        return Counter(r for r, _ in planned_jobs(work))
 
 
 @pytest.fixture(scope="module")
@@ -78,16 +96,31 @@ def test_editing_one_variant_reruns_only_that_variant(finished_run, tmp_path):
 
 
 def test_editing_training_code_reruns_training_not_data(finished_run):
-    work = finished_run
-    source = work / "salt/train.py"
-    original = source.read_text()
-    source.write_text(original + "\n# an edit\n")
-    try:
-        rules = Counter(r for r, _ in planned_jobs(work))
-    finally:
-        source.write_text(original)
+    rules = planned_rules_after_editing(finished_run, "salt/train.py")
     assert rules["train"] == 4 and rules["evaluate"] == 4
     assert not {"generate", "preprocess", "manifest", "bench"} & set(rules), rules
+
+
+def test_editing_the_kinematics_reruns_generation(finished_run):
+    rules = planned_rules_after_editing(finished_run, "salt/data/kinematics.py")
+    assert rules["generate"] == 5 and rules["preprocess"] == 10, rules   # pythia.py imports it
+
+
+def test_editing_the_cost_model_reruns_what_reports_flops_not_training(finished_run):
+    rules = planned_rules_after_editing(finished_run, "salt/models/cost.py")
+    assert rules["evaluate"] == 4 and rules["bench"] == 2 and rules["tables"] == 1 and rules["figures"] == 1, rules
+    assert not {"generate", "preprocess", "manifest", "train"} & set(rules), rules
+
+
+def test_settings_that_cannot_change_a_result_rerun_nothing(finished_run):
+    def change(text: str) -> str:
+        config = yaml.safe_load(text)
+        config["train"]["checkpoint_minutes"] = 0.5
+        config["dataset"]["pythia"]["step"] = 7
+        return yaml.safe_dump(config)
+
+    with edited(finished_run / "config.yaml", change):
+        assert planned_jobs(finished_run) == []
 
 
 def test_html_report_has_every_table_and_figure(finished_run):
@@ -126,5 +159,10 @@ def test_adding_a_clustering_sort_runs_only_its_jobs(finished_run):
     kept = d["mask"].sum(axis=1)
     assert np.array_equal(kept, np.minimum(n, d["mask"].shape[1]))
     slots = np.arange(d["mask"].shape[1])
-    # the key is n - position: the jet's multiplicity first, then one less per particle, 0 on padding
-    assert np.array_equal(d["sort_value"], np.where(d["mask"], n[:, None] - slots, 0))
+    # the key is n - position in the whole jet's order, 0 on padding; a jet longer than N keeps its
+    # N hardest (truncation: pt), so its keys fall strictly but may skip values
+    short = n <= d["mask"].shape[1]
+    assert np.array_equal(d["sort_value"][short], np.where(d["mask"], n[:, None] - slots, 0)[short])
+    value = np.where(d["mask"], d["sort_value"], -1)
+    assert np.all(np.diff(value[~short], axis=1) < 0) and np.all(value[~short] <= n[~short, None])
+    assert np.all(d["sort_value"][~d["mask"]] == 0)

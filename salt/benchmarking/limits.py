@@ -120,6 +120,8 @@ def attention_kernel(spec: ModelSpec, device: str = "cpu", precision: str = "fp3
         return None
     if backend == "onnxruntime":
         return "onnxruntime"
+    if spec.pair_bias:  # attention with a bias is spelled out (models/attention.py)
+        return "math"
     from salt.models.attention import FullAttention
 
     dev = torch.device(device)
@@ -171,6 +173,8 @@ def estimate_memory_mb(spec: ModelSpec, batch: int, *, backend: str = "eager", d
     per_particle = 6 * d + 2 * dff + attention  # floats alive per particle
     if impl == "straightforward" and spec.attention != "full":
         per_particle += 4 * d  # K and V at full length, zero-padded
+    if spec.pair_bias:  # the 4 pair features and their temporaries, then the (H, keys) bias and its copy
+        per_particle += (4 + 8 + 2 * h + spec.pair_hidden) * (n if spec.attention == "full" else spec.partitions)
     jets = slice_jets(spec, batch, backend=backend, device=device, chunk_rows=chunk_rows)
     working = 4 * jets * n * per_particle * (ESTIMATE_BF16_FACTOR if precision == "bf16" else 1.0)
     total = (weights + inputs + working) / 2**20

@@ -57,7 +57,7 @@ def export_onnx(spec: ModelSpec, path: str | os.PathLike[str], *, seed: int = 0,
     torch.manual_seed(seed)
     model = build_model(spec, impl=impl).eval()
     x, mask = random_jets(spec, 2)
-    args = (x, mask) if spec.mask else (x,)
+    args = (x, mask) if spec.reads_mask else (x,)
     batch = torch.export.Dim("batch")
     quiet = [logging.getLogger(name) for name in ("torch.onnx", "torch.export", "torch._dynamo", "onnxscript")]
     levels = [logger.level for logger in quiet]

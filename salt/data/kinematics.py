@@ -5,6 +5,11 @@ arrays, before any normalisation: the authors' code computed kT on normalised
 inputs, which makes "ΔR" unphysical and can sort soft particles behind the
 padding. Sorting is stable and descending; padding is
 added afterwards, so it always comes last.
+
+Truncation to N particles follows the authors by default: keep the N hardest particles (their
+raw files are pT-ordered and they cut the arrays before sorting), then order those by the key.
+Sorting first and cutting after ("key") keeps the N particles that lead the key instead: with
+ΔR (outermost first) and N = 64 that throws away the hard core of a busy jet.
 """
 
 from __future__ import annotations
@@ -151,6 +156,9 @@ _FEATURES: dict[str, Callable[[Record], ak.Array]] = {
 }
 
 
+# the features every jet record gives, computed from its kinematics (others are record fields)
+DERIVED_FEATURES = tuple(_FEATURES)
+
 # Record fields each derived feature reads; any other feature name is a record field itself.
 FEATURE_FIELDS: dict[str, tuple[str, ...]] = {
     "log_pt": ("pt",), "log_energy": ("energy",),
@@ -159,12 +167,13 @@ FEATURE_FIELDS: dict[str, tuple[str, ...]] = {
 }
 
 
-def required_fields(features: Sequence[str], sort: str) -> tuple[str, ...]:
-    """The particle fields a record must hold to give `features` sorted by `sort`: preprocessing
-    asks the reader for these alone, which spares a JetClass read a third of its baskets when
-    the features are (pt, deta, dphi)."""
+def required_fields(features: Sequence[str], sort: str, truncation: str = "key") -> tuple[str, ...]:
+    """The particle fields a record must hold to give `features` sorted by `sort` and cut by
+    `truncation`: preprocessing asks the reader for these alone, which spares a JetClass read a
+    third of its baskets when the features are (pt, deta, dphi)."""
     needed = [f for name in features for f in FEATURE_FIELDS.get(name, (name,))]
     needed += SORT_FIELDS.get(sort, ())
+    needed += ("pt",) if truncation == "pt" else ()
     return tuple(dict.fromkeys(needed))
 
 
@@ -185,22 +194,68 @@ def feature(rec: Record, name: str) -> ak.Array:
 
 
 # ---------------------------------------------------------------------------
+# Truncation: which N particles of an object are kept.
+#   pt:  the N hardest (highest pT; ties keep file order), then ordered by the sort key.
+#   key: the first N in the sort key's order.
+#   auto: pt for jets, key for point clouds (they have no pT).
+TRUNCATIONS = ("auto", "pt", "key")
 
 
-def sort_and_pad(rec: Record, features: Sequence[str], sort: str, n_particles: int
+def resolve_truncation(truncation: str, kind: str) -> str:
+    """The concrete truncation ('pt' or 'key') for records of `kind`."""
+    if truncation not in TRUNCATIONS:
+        raise ValueError(f"unknown truncation {truncation!r}; expected one of {TRUNCATIONS}")
+    if truncation == "auto":
+        return "pt" if kind == "jet" else "key"
+    if truncation == "pt" and kind != "jet":
+        raise ValueError(f"truncation 'pt' needs jets; {kind} records have no pT (use 'key')")
+    return truncation
+
+
+def _outside_hardest(rec: Record, counts: np.ndarray, starts: np.ndarray, n_particles: int) -> np.ndarray:
+    """Flat mask of the particles that are not among their object's `n_particles` hardest.
+
+    The raw files are pT-ordered, so that case is a comparison of local indices; otherwise
+    only the objects longer than N are ranked by pT (stable, so pT ties keep file order)."""
+    first = np.repeat(starts, counts)
+    local = np.arange(int(counts.sum()), dtype=np.int64) - first
+    pt = _flat(rec.particles.pt, np.float32)
+    inner = local > 0
+    if not np.any(pt[1:][inner[1:]] > pt[:-1][inner[1:]]):  # already descending inside every object
+        return local >= n_particles
+    outside = np.zeros(len(pt), dtype=bool)
+    long_ = np.flatnonzero(counts > n_particles)
+    if len(long_):
+        sub = rec.particles.pt[long_]
+        order = _flat(ak.argsort(sub, axis=1, ascending=False, stable=True), np.int64)
+        sub_counts = counts[long_]
+        sub_first = np.repeat(starts[long_], sub_counts)
+        rank = np.arange(len(order), dtype=np.int64) - np.repeat(np.cumsum(sub_counts) - sub_counts, sub_counts)
+        outside[(order + sub_first)[rank >= n_particles]] = True
+    return outside
+
+
+def sort_and_pad(rec: Record, features: Sequence[str], sort: str, n_particles: int, truncation: str = "auto"
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Order each object's particles by `sort` (descending, stable), keep the first
-    `n_particles` and zero-pad: returns particles (n, N, F) float32, mask (n, N) bool
-    and the sort key per slot (n, N) float32 (0 on padding).
+    """Keep `n_particles` per object (see TRUNCATIONS), order them by `sort` (descending,
+    stable) and zero-pad: returns particles (n, N, F) float32, mask (n, N) bool and the sort
+    key per slot (n, N) float32 (0 on padding).
 
     Works on the flat particle arrays: awkward sorts within each object (one C++ pass),
     then every kept particle is scattered to its (object, rank) slot with one numpy
-    fancy-index per feature. Padding with awkward (pad_none + fill_none) cost ~10x more."""
+    fancy-index per feature. Padding with awkward (pad_none + fill_none) cost ~10x more.
+    Truncation by pT gives the dropped particles a key of -inf, so they sort after the kept
+    ones and fall past N."""
+    truncation = resolve_truncation(truncation, rec.kind)
     key = sort_key(rec, sort)
     counts = np.asarray(ak.num(key, axis=1), dtype=np.int64)
     n = len(counts)
     starts = np.zeros(n, dtype=np.int64)
     np.cumsum(counts[:-1], out=starts[1:])
+    flat_key = _flat(key, np.float32)
+    if truncation == "pt" and np.any(counts > n_particles):
+        flat_key = np.where(_outside_hardest(rec, counts, starts, n_particles), np.float32(-np.inf), flat_key)
+        key = ak.unflatten(flat_key, counts)
     local = _flat(ak.argsort(key, axis=1, ascending=False, stable=True), np.int64)
     first = np.repeat(starts, counts)            # flat index of each slot's object start
     rank = np.arange(len(local), dtype=np.int64) - first
@@ -212,7 +267,7 @@ def sort_and_pad(rec: Record, features: Sequence[str], sort: str, n_particles: i
     for i, name in enumerate(features):
         out[slot, i] = _flat(feature(rec, name), np.float32)[src]
     sort_value = np.zeros(n * n_particles, dtype=np.float32)
-    sort_value[slot] = _flat(key, np.float32)[src]
+    sort_value[slot] = flat_key[src]
     mask = np.arange(n_particles)[None, :] < np.minimum(counts, n_particles)[:, None]
     return out.reshape(n, n_particles, len(features)), mask, sort_value.reshape(n, n_particles)
 

@@ -23,8 +23,9 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from salt.cli import json_value
 from salt.data import sources
-from salt.data.kinematics import required_fields, sort_and_pad
+from salt.data.kinematics import TRUNCATIONS, required_fields, resolve_truncation, sort_and_pad
 from salt.data.record import KINDS, Record, RecordError
 from salt.data.shards import SPLITS, ShardError, ShardWriter
 
@@ -58,13 +59,14 @@ def assign_splits(rng: np.random.Generator, n: int, val_fraction: float, test_fr
 
 
 def preprocess(source: str, inputs: Sequence[str | Path], outputs: dict[str, str | Path], *, sort: str,
-               n_particles: int, features: Sequence[str], split: str | None = None,
+               n_particles: int, features: Sequence[str], truncation: str = "auto", split: str | None = None,
                val_fraction: float = 0.15, test_fraction: float = 0.15, seed: int = 42, step: int = 50_000,
                options: dict[str, Any] | None = None, config: dict[str, Any] | None = None,
                progress: bool = False) -> dict[str, int]:
     """Write one shard per split from `inputs`; returns the number of objects per split.
 
     split: None draws a seeded random split; "train", "val" or "test" sends every object there.
+    truncation: which N particles are kept (kinematics.TRUNCATIONS; auto = the N hardest for jets).
     """
     if split is not None and split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS} or None, got {split!r}")
@@ -73,7 +75,7 @@ def preprocess(source: str, inputs: Sequence[str | Path], outputs: dict[str, str
         raise ValueError(f"outputs for splits {missing} missing")
     reader = sources.get(source)
     options = reader_options(source, options)
-    fields = required_fields(features, sort)
+    fields = required_fields(features, sort, resolve_truncation(truncation, reader.KIND))
     first: Record | None = None
     writers: dict[str, ShardWriter] = {}
     counts = {s: 0 for s in SPLITS}
@@ -91,6 +93,7 @@ def preprocess(source: str, inputs: Sequence[str | Path], outputs: dict[str, str
                                           f"configured classes {list(expected)} (same names, same order)")
                     jet_features = list(KINDS[rec.kind][1])
                     attrs = {"classes": list(rec.class_names), "sort": sort, "kind": rec.kind,
+                             "truncation": resolve_truncation(truncation, rec.kind),
                              "config": config or {}, "source": [str(p) for p in inputs]}
                     for s in SPLITS:
                         writers[s] = ShardWriter(Path(outputs[s]), n_particles, features, jet_features,
@@ -98,7 +101,7 @@ def preprocess(source: str, inputs: Sequence[str | Path], outputs: dict[str, str
                 elif tuple(rec.class_names) != tuple(first.class_names):
                     raise ValueError(f"{path}: classes {rec.class_names} differ from {first.class_names} "
                                      f"of {first.source}")
-                particles, mask, sort_value = sort_and_pad(rec, features, sort, n_particles)
+                particles, mask, sort_value = sort_and_pad(rec, features, sort, n_particles, truncation)
                 jet = np.stack([np.asarray(rec.jets[k], dtype=np.float32) for k in jet_features], axis=1)
                 if split is None:
                     which = assign_splits(rng, len(rec), val_fraction, test_fraction)
@@ -134,13 +137,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sort", required=True, help="sort key (kt, pt, deltaR, none, ca_depth, lund_kt; radius for point clouds)")
     parser.add_argument("--particles", type=int, required=True, help="particles per object after cut/padding")
     parser.add_argument("--features", nargs="+", required=True, help="per-particle features to store")
+    parser.add_argument("--truncation", choices=TRUNCATIONS, default="auto",
+                        help="which N particles to keep: pt = the N hardest, then sorted (the authors'); key = the "
+                             "first N of the sort; auto = pt for jets, key for point clouds")
     parser.add_argument("--split", choices=SPLITS, default=None, help="send every object to this split")
     parser.add_argument("--val-fraction", type=float, default=0.15)
     parser.add_argument("--test-fraction", type=float, default=0.15)
     parser.add_argument("--seed", type=int, default=42, help="split seed")
     parser.add_argument("--step", type=int, default=50_000, help="objects read per chunk (bounds memory)")
-    parser.add_argument("--options", default="{}", help="JSON of reader options")
-    parser.add_argument("--config", default="{}", help="JSON of the settings to record in the shards")
+    parser.add_argument("--options", default={}, type=json_value, help="JSON of reader options")
+    parser.add_argument("--config", default={}, type=json_value, help="JSON of the settings to record in the shards")
     parser.add_argument("--progress", action="store_true")
 
 
@@ -148,9 +154,10 @@ def main(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:
         counts = preprocess(args.source, args.input, {s: getattr(args, f"output_{s}") for s in SPLITS},
-                            sort=args.sort, n_particles=args.particles, features=args.features, split=args.split,
+                            sort=args.sort, n_particles=args.particles, features=args.features,
+                            truncation=args.truncation, split=args.split,
                             val_fraction=args.val_fraction, test_fraction=args.test_fraction, seed=args.seed,
-                            step=args.step, options=json.loads(args.options), config=json.loads(args.config),
+                            step=args.step, options=args.options, config=args.config,
                             progress=args.progress)
     except (RecordError, ShardError, FileNotFoundError) as exc:  # bad input: the message names file and entry
         print(f"salt preprocess: error: {exc}", file=sys.stderr)

@@ -28,6 +28,7 @@ import hdf5plugin  # registers the Blosc filter with HDF5: every reader of shard
 import numpy as np
 
 from salt.atomic import atomic_path, write_json
+from salt.cli import json_value
 from salt.provenance import file_md5, provenance
 
 SCHEMA_VERSION = 1
@@ -208,7 +209,7 @@ def build_manifest(splits: dict[str, Sequence[str | Path]], normalisation: str =
             attrs = read_attrs(path)
             if reference is None:
                 reference = attrs
-            for key in ("features", "classes", "sort", "n_particles", "jet_features", "kind"):
+            for key in ("features", "classes", "sort", "truncation", "n_particles", "jet_features", "kind"):
                 if attrs.get(key) != reference.get(key):
                     raise ShardError(f"{path}: attribute {key!r} = {attrs.get(key)!r} differs from "
                                      f"{reference.get(key)!r} in the other shards")
@@ -227,7 +228,7 @@ def build_manifest(splits: dict[str, Sequence[str | Path]], normalisation: str =
         raise ShardError("no shards given")
     if manifest["splits"]["train"]["n_jets"] == 0:
         raise ShardError("the train split is empty; check the split fractions and the raw files")
-    for key in ("features", "classes", "sort", "n_particles", "jet_features", "kind"):
+    for key in ("features", "classes", "sort", "truncation", "n_particles", "jet_features", "kind"):
         manifest[key] = reference.get(key)
     train_paths = [e["path"] for e in manifest["splits"]["train"]["shards"] if e["n_jets"]]
     manifest["normalisation"] = fit_normalisation(train_paths, normalisation, reference["features"], seed=seed)
@@ -247,18 +248,35 @@ def load_manifest(path: str | Path) -> dict[str, Any]:
     return manifest
 
 
+def verify_shards(manifest: dict[str, Any], splits: Iterable[str], root: str | Path | None = None) -> None:
+    """Check the shards of `splits` against the manifest's md5s before a job uses them.
+
+    A shard changed after the manifest was built (a disk error, a hand edit, a copy gone wrong)
+    keeps its size and often its mtime, and would otherwise be trained on silently. One sequential
+    read per shard and job, far less than the epochs that follow."""
+    base = Path(root) if root is not None else Path()
+    for split in splits:
+        for entry in manifest["splits"][split]["shards"]:
+            path = base / entry["path"]
+            actual = file_md5(path)
+            if actual != entry["md5"]:
+                raise ShardError(f"{path}: md5 {actual}, but the manifest lists {entry['md5']}; the shard changed "
+                                 f"after the manifest was built (re-run its preprocessing and the manifest)")
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     for split in SPLITS:
         parser.add_argument(f"--{split}", nargs="*", default=[], metavar="SHARD", help=f"{split} shards")
     parser.add_argument("--normalisation", choices=NORMALISATIONS, default="robust")
     parser.add_argument("--seed", type=int, default=0, help="seed of the particle sample used for quantiles")
-    parser.add_argument("--config", default="{}", help="JSON of the settings that made these shards (recorded)")
+    parser.add_argument("--config", default={}, type=json_value,
+                        help="JSON of the settings that made these shards (recorded)")
     parser.add_argument("--output", required=True, help="manifest.json to write")
 
 
 def main(args: argparse.Namespace) -> int:
     manifest = build_manifest({s: getattr(args, s) for s in SPLITS}, args.normalisation, args.seed,
-                              json.loads(args.config))
+                              args.config)
     write_json(args.output, manifest)
     counts = {s: manifest["splits"][s]["n_jets"] for s in SPLITS}
     print(f"manifest {args.output}: {counts} jets, features {manifest['features']}, sort {manifest['sort']}")

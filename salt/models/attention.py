@@ -230,19 +230,21 @@ class LinearAttention(nn.Module):
         # every head's weights sum to 1, so the out-projection bias rides along as bias/H per row
         return {"projection": projection, "qkvo": torch.cat([qk, vo]), "value_bias": self.out.bias / h}
 
-    def forward(self, x: torch.Tensor, need_weights: bool = False, residual: torch.Tensor | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(self, x: torch.Tensor, need_weights: bool = False, residual: torch.Tensor | None = None,
+                bias: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """x: (B, N, d) -> (attention(x) [+ residual], weights (B, H, N, p) or None).
 
-        Without autograd the sum is written into `residual`'s memory."""
+        bias: (B, H, p, N), added to the logits after the convolution, before the softmax
+        (a pairwise bias, models/pairwise.py: keys before particles). Without autograd the sum is written into
+        `residual`'s memory."""
         if self.impl == "straightforward":
-            out, weights = self.straightforward(x, need_weights)
+            out, weights = self.straightforward(x, need_weights, bias)
             return (out if residual is None else out + residual), weights
-        return self.fused(x, need_weights, residual)
+        return self.fused(x, need_weights, residual, bias)
 
     # --- the fast path -------------------------------------------------------------
-    def fused(self, x: torch.Tensor, need_weights: bool = False, residual: torch.Tensor | None = None
-              ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def fused(self, x: torch.Tensor, need_weights: bool = False, residual: torch.Tensor | None = None,
+              bias: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         b, n, d = x.shape
         h, p = self.heads, self.partitions
         w = cached_weights(self, self._weights)
@@ -255,6 +257,9 @@ class LinearAttention(nn.Module):
         logits = torch.bmm(x, g)  # (B, N, H·p)
         if self.conv is not None:
             logits = self.conv(logits)
+        if bias is not None:
+            bias = bias.permute(0, 3, 1, 2).reshape(b, n, h * p)
+            logits = logits.add_(bias) if inplace_ok(logits, bias) else logits + bias
         attn = group_softmax(logits, self._groups)
         if residual is None:
             out = torch.bmm(attn, values)
@@ -265,7 +270,8 @@ class LinearAttention(nn.Module):
         return out, (attn.view(b, n, h, p).transpose(1, 2) if need_weights else None)
 
     # --- the line-by-line port -----------------------------------------------------
-    def straightforward(self, x: torch.Tensor, need_weights: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def straightforward(self, x: torch.Tensor, need_weights: bool = False, bias: torch.Tensor | None = None
+                        ) -> tuple[torch.Tensor, torch.Tensor | None]:
         b, n, d = x.shape
         h, k, p = self.heads, self.head_dim, self.partitions
         q, key, val = (layer(x).view(b, n, h, k).transpose(1, 2) for layer in (self.q, self.k, self.v))
@@ -281,6 +287,8 @@ class LinearAttention(nn.Module):
         logits = q @ key.transpose(-1, -2) / math.sqrt(k)  # (B, H, N, p)
         if self.conv is not None:
             logits = self.conv.straightforward(logits)
+        if bias is not None:
+            logits = logits + bias.transpose(2, 3)
         weights = torch.softmax(logits, dim=-1)
         out = (weights @ val).transpose(1, 2).reshape(b, n, d)
         return self.out(out), (weights if need_weights else None)
@@ -316,22 +324,31 @@ class FullAttention(nn.Module):
         return q, key, val, attn_mask
 
     def forward(self, x: torch.Tensor, need_weights: bool = False, residual: torch.Tensor | None = None,
-                key_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """x: (B, N, d); key_mask: (B, N) bool, True for particles that may be attended to.
+                key_mask: torch.Tensor | None = None, bias: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """x: (B, N, d); key_mask: (B, N) bool, True for particles that may be attended to;
+        bias: (B, H, N, N) added to the logits (ParT's pairwise bias, models/pairwise.py; symmetric,
+        so its (keys, queries) layout needs no transpose).
         Returns (attention(x) [+ residual], weights (B, H, N, N) or None)."""
         b, n, d = x.shape
         q, key, val, attn_mask = self.sdpa_inputs(x, key_mask)
-        if need_weights:
+        if bias is not None:  # one float mask: the bias, and -inf where a key is masked
+            attn_mask = bias if attn_mask is None else bias.masked_fill(~attn_mask, float("-inf"))
+        # with a bias, attention is spelled out: the ONNX exporter's decomposition of SDPA with a
+        # float mask gives an output its later reshape cannot view
+        if need_weights or bias is not None:
             logits = q @ key.transpose(-1, -2) / math.sqrt(self.head_dim)
-            if attn_mask is not None:
+            if attn_mask is not None and attn_mask.dtype == torch.bool:
                 logits = logits.masked_fill(~attn_mask, float("-inf"))
+            elif attn_mask is not None:
+                logits = logits + attn_mask
             weights = torch.softmax(logits, dim=-1)
             out = weights @ val
         else:
             weights = None
             out = F.scaled_dot_product_attention(q, key, val, attn_mask=attn_mask)
         out = self.out(out.transpose(1, 2).reshape(b, n, d))
-        return (out if residual is None else out.add_(residual)), weights
+        return (out if residual is None else out.add_(residual)), (weights if need_weights else None)
 
 
 def build_attention(spec: ModelSpec) -> nn.Module:

@@ -55,8 +55,8 @@ class EncoderBlock(nn.Module):
         self.dyt2 = DyT()
         self.impl = "fused"
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, need_weights: bool = False
-                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, need_weights: bool = False,
+                bias: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """x: (B, N, d); mask: (B, N) bool of real particles, or None to let every slot take part.
 
         With a mask, attention reads zeros for padded slots: they add nothing to a
@@ -65,9 +65,13 @@ class EncoderBlock(nn.Module):
 
         When no gradient is recorded (inference) the block writes its intermediates, and
         its result, over the memory of `x`: the classifier owns x and never reads it again.
+
+        bias: an additive logit bias (B, H, keys, N) for the attention, or None.
         """
         inputs = x if mask is None else x * mask[..., None]
-        extra = {} if mask is None or not isinstance(self.attn, FullAttention) else {"key_mask": mask}
+        extra: dict[str, torch.Tensor] = {} if bias is None else {"bias": bias}
+        if mask is not None and isinstance(self.attn, FullAttention):
+            extra["key_mask"] = mask
         if self.impl == "straightforward":
             attn, weights = self.attn(inputs, need_weights, **extra)
             o1 = self.dyt1(x + attn)

@@ -8,6 +8,7 @@ optimizer state). Loading never unpickles arbitrary objects.
 from __future__ import annotations
 
 import os
+import zipfile
 from typing import Any
 
 import torch
@@ -38,12 +39,15 @@ def save_model(path: str | os.PathLike[str], model: JetClassifier, extra: dict[s
 def load_model(path: str | os.PathLike[str], map_location: str | torch.device = "cpu",
                impl: str = "fused") -> tuple[JetClassifier, dict[str, Any]]:
     """The model (in eval mode) and the `extra` dict saved with it."""
+    if os.path.isfile(path) and not zipfile.is_zipfile(path):
+        raise ValueError(f"{path}: not a model file written by salt train (not a torch.save zip archive)")
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except FileNotFoundError:
         raise
     except Exception as err:  # noqa: BLE001 - torch raises many types for a bad file
-        raise ValueError(f"{path}: not a readable model checkpoint ({err})") from err
+        raise ValueError(f"{path}: not a model file written by salt train (torch.load failed: "
+                         f"{type(err).__name__}: {err})") from err
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
         raise ValueError(f"{path}: format is {found!r}; expected {FORMAT!r}")

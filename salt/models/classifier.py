@@ -15,6 +15,7 @@ from torch import nn
 from salt.models.attention import IMPLEMENTATIONS
 from salt.models.blocks import EncoderBlock
 from salt.models.keras_init import keras_dense_
+from salt.models.pairwise import PairBias
 from salt.models.spec import ModelSpec
 
 
@@ -33,6 +34,8 @@ class JetClassifier(nn.Module):
         self.blocks = nn.ModuleList(EncoderBlock(spec) for _ in range(spec.blocks))
         self.hidden = nn.ModuleList(keras_dense_(nn.Linear(d, d)) for _ in range(spec.hidden_layers))
         self.out = keras_dense_(nn.Linear(d, spec.classes))
+        # built last, so that a seed gives the shared weights the plain variant gets
+        self.pair = PairBias(spec) if spec.pair_bias else None
 
     def set_impl(self, impl: str) -> JetClassifier:
         """Choose the fused (default) or the straightforward forward path; both compute the same function."""
@@ -44,8 +47,8 @@ class JetClassifier(nn.Module):
         return self
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """x: (B, N, F) float; mask: (B, N) bool (True = real particle), used only when spec.mask.
-        Returns logits (B, C)."""
+        """x: (B, N, F) float; mask: (B, N) bool (True = real particle), used only when spec.reads_mask
+        (spec.mask, or a pairwise bias that leaves padding out). Returns logits (B, C)."""
         rows = self.inference_chunk_rows
         tracing = torch.compiler.is_compiling() or getattr(torch.compiler, "is_exporting", lambda: False)()
         if (rows and not tracing and not torch.is_grad_enabled() and x.device.type == "cpu" and x.dim() == 3
@@ -66,11 +69,13 @@ class JetClassifier(nn.Module):
     def _run(self, x: torch.Tensor, mask: torch.Tensor | None, need_weights: bool
              ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         spec = self.spec
-        mask = check_inputs(spec, x, mask)
+        used = check_inputs(spec, x, mask)
+        bias = None if self.pair is None else self.pair(x, mask)  # one bias for every block, as in ParT
+        mask = used  # the pair features leave padding out; attention and pooling see it unless spec.mask
         h = F.relu(self.embed(x))
         maps = []
         for block in self.blocks:
-            h, weights = block(h, mask, need_weights)
+            h, weights = block(h, mask, need_weights, bias)
             maps.append(weights)
         z = pool(h, mask, spec.aggregation)
         for layer in self.hidden:
@@ -84,16 +89,17 @@ def probabilities(logits: torch.Tensor) -> torch.Tensor:
 
 
 def check_inputs(spec: ModelSpec, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor | None:
-    """The mask the forward uses: None unless spec.mask (the reference has no mask: padded
-    slots take part everywhere); raises on a wrongly shaped input or mask."""
+    """The mask attention and pooling use: None unless spec.mask (the reference has no mask:
+    padded slots take part everywhere); raises on a wrongly shaped input, or mask when the
+    model reads it (spec.reads_mask: a pairwise bias always leaves padding out)."""
     if x.dim() != 3 or x.shape[1] != spec.particles or x.shape[2] != spec.features:
         raise ValueError(f"input has shape {tuple(x.shape)}; expected (batch, {spec.particles}, {spec.features})")
-    if not spec.mask:
+    if not spec.reads_mask:
         return None
     if mask is not None and (mask.dtype != torch.bool or mask.shape != x.shape[:2]):
         raise ValueError(f"mask has shape {tuple(mask.shape)} and dtype {mask.dtype}; "
                          f"expected bool of shape {tuple(x.shape[:2])}")
-    return mask
+    return mask if spec.mask else None
 
 
 def pool(h: torch.Tensor, mask: torch.Tensor | None, how: str) -> torch.Tensor:

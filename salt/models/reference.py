@@ -163,7 +163,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         results = check_directory(args.directory, impls)
     except ValueError as err:
-        print(f"salt reference-check: {err}", file=sys.stderr)
+        print(f"salt reference-check: error: {err}", file=sys.stderr)
         return 2
     failed = []
     for r in results:

@@ -19,13 +19,21 @@ VARIANTS: dict[str, tuple[str, bool, bool]] = {
     "salt": ("linear", True, True),
     "salt_noconv": ("linear", True, False),
     "salt_nopartition": ("linear", False, True),
+    "part": ("full", False, False),
+    "salt_pair": ("linear", True, True),
 }
+# variants that add Particle Transformer's pairwise features as an attention bias (models/pairwise.py):
+# part over all particle pairs, salt_pair over (particle, partition) pairs
+PAIR_BIAS = ("part", "salt_pair")
 AGGREGATIONS = ("max", "mean", "sum")
 
 
 @dataclasses.dataclass(frozen=True)
 class ModelSpec:
     """Every architectural knob of one classifier.
+
+    `pair_hidden` (pair-bias variants only) is the width of the pointwise network that maps
+    the four pair features to one bias per head; 0 makes it a linear map.
 
     `conv_heights` left as None resolves to the authors' choice: [1, 3, 5] for one
     block, [1, 3, 5, 7, 9] for more (scripts/train_linformer.py:356,373); variants
@@ -44,6 +52,7 @@ class ModelSpec:
     blocks: int = 1
     aggregation: str = "max"
     mask: bool = False
+    pair_hidden: int = 0
 
     def __post_init__(self) -> None:
         if self.model not in VARIANTS:
@@ -58,6 +67,10 @@ class ModelSpec:
             raise ValueError(f"model spec: 'aggregation' is {self.aggregation!r}; expected one of {AGGREGATIONS}")
         if not isinstance(self.mask, bool):
             raise ValueError(f"model spec: 'mask' is {self.mask!r}; expected true or false")
+        if isinstance(self.pair_hidden, bool) or not isinstance(self.pair_hidden, int) or self.pair_hidden < 0:
+            raise ValueError(f"model spec: 'pair_hidden' is {self.pair_hidden!r}; expected a non-negative integer")
+        if self.pair_hidden and not self.pair_bias:
+            raise ValueError(f"model spec: variant {self.model!r} has no pairwise bias; 'pair_hidden' must be 0")
         heights = self.conv_heights
         if heights is None:
             heights = ((1, 3, 5) if self.blocks == 1 else (1, 3, 5, 7, 9)) if self.conv else ()
@@ -86,6 +99,16 @@ class ModelSpec:
         return VARIANTS[self.model][2]
 
     @property
+    def pair_bias(self) -> bool:
+        return self.model in PAIR_BIAS
+
+    @property
+    def reads_mask(self) -> bool:
+        """Whether forward uses the mask: for attention and pooling (`mask`), or to leave padding out
+        of the pairwise features."""
+        return self.mask or self.pair_bias
+
+    @property
     def head_dim(self) -> int:
         return self.d_model // self.heads
 
@@ -102,6 +125,8 @@ class ModelSpec:
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
         out["conv_heights"] = list(self.conv_heights or ())
+        if not self.pair_bias:  # the other variants' specs read as before the knob existed
+            del out["pair_hidden"]
         return out
 
     @classmethod

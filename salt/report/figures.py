@@ -240,27 +240,42 @@ def fig_accuracy_per_sort(ctx: Context) -> plt.Figure:
 # ----------------------------------------------------------------------------- accuracy vs multiplicity (Fig. 3)
 
 def multiplicity_stats(runs: Sequence[Evaluation]) -> list[dict[str, Any]]:
-    """Per multiplicity bin: edges, accuracy mean and std over the seeds that have jets there, count (first seed)."""
+    """Per multiplicity bin: edges, the class-balanced accuracy (the mean of the per-class
+    accuracies; plain accuracy for metrics files without per-class bins) as mean and std over the
+    seeds that have jets there, the seeds' mean binomial error, and the first seed's count and
+    jets per class."""
+    balanced = any(isinstance(b, dict) and "balanced_accuracy" in b
+                   for r in runs for b in (r.metrics.get("multiplicity") or {}).values())
+    key = "balanced_accuracy" if balanced else "accuracy"
     bins: dict[tuple[float, float], dict[str, Any]] = {}
     for r in runs:
         mult = r.metrics.get("multiplicity") or {}
-        for key, b in mult.items():
+        for b in mult.values():
             if not isinstance(b, dict):
                 continue
-            entry = bins.setdefault((b["lo"], b["hi"]), {"lo": b["lo"], "hi": b["hi"], "acc": [], "count": b["count"]})
-            if b.get("accuracy") is not None:
-                entry["acc"].append(b["accuracy"])
+            per_class = {name: c["count"] for name, c in (b.get("per_class") or {}).items()}
+            entry = bins.setdefault((b["lo"], b["hi"]), {"lo": b["lo"], "hi": b["hi"], "acc": [], "err": [],
+                                                         "count": b["count"], "per_class": per_class})
+            if b.get(key) is not None:
+                entry["acc"].append(b[key])
+                if b.get(f"{key}_error") is not None:
+                    entry["err"].append(b[f"{key}_error"])
     out = []
     for (lo, hi), e in sorted(bins.items()):
         acc = np.asarray(e["acc"], dtype=float)
-        out.append({"lo": lo, "hi": hi, "count": e["count"], "n": len(acc),
-                    "mean": float(acc.mean()) if len(acc) else None,
-                    "std": float(acc.std(ddof=1)) if len(acc) > 1 else 0.0})
+        out.append({"lo": lo, "hi": hi, "count": e["count"], "per_class": e["per_class"], "n": len(acc),
+                    "balanced": balanced, "mean": float(acc.mean()) if len(acc) else None,
+                    "std": float(acc.std(ddof=1)) if len(acc) > 1 else 0.0,
+                    "error": float(np.mean(e["err"])) if e["err"] else 0.0})
     return out
 
 
 def fig_accuracy_vs_multiplicity(ctx: Context) -> plt.Figure:
-    """Accuracy per constituent-multiplicity bin (the paper's Figure 3), ± std over seeds, with the jet counts."""
+    """Class-balanced accuracy per constituent-multiplicity bin (the paper's Figure 3), ± the seeds'
+    std and the test set's binomial error in quadrature, the jets per class below, N marked.
+
+    Balanced, because the classes' multiplicities differ (few top jets are small, most large
+    jets are g or t): a plain accuracy per bin would show the class mix, not the jet size."""
     sort = preferred_sort(e.sort for e in ctx.evals)
     runs_by_variant = group([e for e in ctx.evals if e.sort == sort], "variant")
     stats = {v: multiplicity_stats(runs) for (v,), runs in runs_by_variant.items()}
@@ -276,22 +291,39 @@ def fig_accuracy_vs_multiplicity(ctx: Context) -> plt.Figure:
         centres = np.array([(b["lo"] + b["hi"]) / 2 for b in pts])
         width = np.array([b["hi"] - b["lo"] for b in pts])
         shift = (i - (len(variants) - 1) / 2) * min(0.6 / len(variants), 0.15) * width
-        ax.errorbar(centres + shift, [100 * b["mean"] for b in pts], yerr=[100 * b["std"] for b in pts],
+        yerr = [100 * math.hypot(b["std"], b["error"]) for b in pts]
+        ax.errorbar(centres + shift, [100 * b["mean"] for b in pts], yerr=yerr,
                     fmt="o-", ms=4.5, lw=0.8, capsize=2, elinewidth=1, color=ctx.colours[v], label=ctx.labels[v])
     first = stats[variants[0]]
     inside = [b for b in first if b["lo"] >= lo_edge and b["hi"] <= hi_edge]
-    for edge in [inside[0]["lo"]] + [b["hi"] for b in inside]:
+    edges = [inside[0]["lo"]] + [b["hi"] for b in inside]
+    for edge in edges:
         ax.axvline(edge, color="0.85", lw=0.8, zorder=0)
     total = sum(b["count"] for b in first) or 1
-    axc.stairs([b["count"] / total for b in inside], [inside[0]["lo"]] + [b["hi"] for b in inside],
-               color="0.3", fill=True, alpha=0.35)
+    classes = list(dict.fromkeys(name for b in inside for name in b["per_class"]))
+    if classes:  # stacked: which classes fill each bin
+        base = np.zeros(len(inside))
+        for k, name in enumerate(classes):
+            frac = np.array([b["per_class"].get(name, 0) / total for b in inside])
+            axc.stairs(base + frac, edges, baseline=base, fill=True, alpha=0.6, label=name,
+                       color=PALETTE[k % len(PALETTE)])
+            base += frac
+        axc.legend(ncol=len(classes), fontsize="xx-small", loc="upper right")
+    else:
+        axc.stairs([b["count"] / total for b in inside], edges, color="0.3", fill=True, alpha=0.35)
+    if ctx.particles and lo_edge < ctx.particles < hi_edge:
+        for a in (ax, axc):
+            a.axvline(ctx.particles, color="0.2", ls="--", lw=1.0)
+        ax.text(ctx.particles, 0.98, f" N = {ctx.particles}: longer jets are cut", transform=ax.get_xaxis_transform(),
+                va="top", ha="left", fontsize="x-small")
     axc.set_ylabel("Jet fraction", fontsize="x-small")
     axc.set_xlabel("Constituents per jet")
-    ax.set_ylabel("Accuracy (%)")
+    ax.set_ylabel("Class-balanced accuracy (%)" if first[0]["balanced"] else "Accuracy (%)")
     ax.set_xlim(lo_edge, hi_edge)
     n = sorted({len(r) for r in runs_by_variant.values()})
-    ax.legend(title=f"{sort_text(sort)}-sorted, ± std over {'/'.join(map(str, n))} seed(s)", loc="best",
-              title_fontsize="x-small")
+    seeds = "/".join(map(str, n))
+    ax.legend(title=f"{sort_text(sort)}-sorted; error: std over {seeds} seed(s) and binomial, in quadrature",
+              loc="best", title_fontsize="x-small")
     experiment_label(ax, ctx)
     fig.tight_layout()
     return fig

@@ -26,13 +26,15 @@ METRICS_PATH = re.compile(
 BENCH_PATH = re.compile(r"(?:^|/)bench/(?P<device>[^/]+)/(?P<dataset>[^/]+)/(?P<variant>[^/]+)\.json$")
 
 # Display order and names. Paper order: Transformer, Linformer, SAL-T (ablations before SAL-T).
-FAMILY_ORDER = ("transformer", "linformer", "salt_nopartition", "salt_noconv", "salt")
+FAMILY_ORDER = ("transformer", "part", "linformer", "salt_nopartition", "salt_noconv", "salt", "salt_pair")
 FAMILY_LABELS = {
     "transformer": "Transformer",
+    "part": "Transformer + pair bias (ParT)",
     "linformer": "Linformer",
     "salt": "SAL-T",
     "salt_noconv": "SAL-T (no conv)",
     "salt_nopartition": "SAL-T (no partition)",
+    "salt_pair": "SAL-T + pair bias",
 }
 SORT_ORDER = ("kt", "pt", "deltaR", "ca_depth", "lund_kt", "radius", "none")
 SORT_LABELS = {"kt": "kT", "pt": "pT", "deltaR": "ΔR", "ca_depth": "C/A depth-first", "lund_kt": "Lund kT",

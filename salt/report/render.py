@@ -21,13 +21,16 @@ MISSING = "—"
 
 @dataclass
 class Stat:
-    """Mean ± std over seeds. `bound` is a lower bound shown as "> bound" when the mean is
-    infinite (a rejection where no background jet passed in some seed)."""
+    """Mean ± std over seeds ± `error`, the test set's statistical uncertainty (salt.metrics'
+    "stat", averaged over the seeds), shown as "mean ± std ± error" ("mean ± — ± error" for one
+    seed). `bound` is a lower bound shown as "> bound" when the mean is infinite (a rejection
+    where no background jet passed in some seed)."""
 
     mean: float | None
     std: float | None = None
     n: int = 1
     bound: float | None = None
+    error: float | None = None
     digits: int | None = None  # per-cell overrides of the column's formatting
     scale: float | None = None
 
@@ -88,9 +91,11 @@ def fmt_stat(stat: Stat, digits: int, scale: float) -> str:
     if math.isinf(stat.mean):
         return f"> {fmt_number(stat.bound * scale, digits)}" if stat.bound is not None else "∞"
     text = fmt_number(stat.mean * scale, digits)
-    if stat.n > 1 and stat.std is not None:
-        text += f" ± {fmt_number(stat.std * scale, digits)}"
-    return text
+    seeds = fmt_number(stat.std * scale, digits) if stat.n > 1 and stat.std is not None else None
+    if stat.error is not None:
+        error = "∞" if math.isinf(stat.error) else fmt_number(stat.error * scale, digits)
+        return f"{text} ± {seeds or MISSING} ± {error}"
+    return f"{text} ± {seeds}" if seeds else text
 
 
 def cell_text(value: Any, col: Column) -> str:
@@ -109,20 +114,21 @@ def cell_text(value: Any, col: Column) -> str:
     return str(value)
 
 
-def csv_values(value: Any) -> tuple[Any, Any]:
-    """(value, std) as CSV writes them: raw numbers, '' for missing, 'inf' for unbounded."""
+def csv_values(value: Any) -> tuple[Any, Any, Any]:
+    """(value, std, stat error) as CSV writes them: raw numbers, '' for missing, 'inf' for unbounded."""
     if value is None:
-        return "", ""
+        return "", "", ""
     if isinstance(value, Label):
-        return value.value, ""
+        return value.value, "", ""
     if isinstance(value, Stat):
         if value.mean is None or value.n == 0:
-            return "", ""
+            return "", "", ""
         std = "" if value.std is None or value.n < 2 else repr(float(value.std))
-        return _csv_number(value.mean), std
+        error = "" if value.error is None else repr(float(value.error))
+        return _csv_number(value.mean), std, error
     if isinstance(value, float):
-        return _csv_number(value), ""
-    return value, ""
+        return _csv_number(value), "", ""
+    return value, "", ""
 
 
 def _csv_number(v: float) -> str:
@@ -137,7 +143,8 @@ def _csv_number(v: float) -> str:
 # ----------------------------------------------------------------------------- writers
 
 def to_csv(tables: Sequence[Table]) -> str:
-    """One CSV for all sections: context columns first, stat columns split into key and key_std."""
+    """One CSV for all sections: context columns first, stat columns split into key, key_std (over
+    seeds) and key_stat (the test set's statistical error)."""
     header: list[str] = []
 
     def add(name: str) -> None:
@@ -152,6 +159,7 @@ def to_csv(tables: Sequence[Table]) -> str:
             add(c.key)
             if c.kind == "stat":
                 add(f"{c.key}_std")
+                add(f"{c.key}_stat")
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=header, lineterminator="\n")
     writer.writeheader()
@@ -159,10 +167,11 @@ def to_csv(tables: Sequence[Table]) -> str:
         for row in t.rows:
             record: dict[str, Any] = {k: csv_values(v)[0] for k, v in t.context.items()}
             for c in t.columns:
-                value, std = csv_values(row.get(c.key))
+                value, std, error = csv_values(row.get(c.key))
                 record[c.key] = value
                 if c.kind == "stat":
                     record[f"{c.key}_std"] = std
+                    record[f"{c.key}_stat"] = error
             writer.writerow(record)
     return out.getvalue()
 

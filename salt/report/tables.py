@@ -1,12 +1,14 @@
 """The paper's tables from metrics and benchmark files.
 
 * accuracy (Table 1): per dataset × model × sort, accuracy, AUC and the dataset scheme's
-  rejections, mean ± std over seeds;
+  rejections, mean ± std over seeds ± the test set's statistical error, and the number of
+  background jets behind each rejection;
 * resources (Table 2): parameters, FLOPs (the paper's TF-profiler convention and the full
   count), latency, throughput and peak memory at the dataset's N, per device benchmarked;
 * partitions (Table 7): the partition-count sweep, when the run has variants that differ
   only in `partitions` (otherwise the table is written with a note, so the DAG is fixed);
-* summary: per dataset, the best model for each quantity with the runner-up;
+* summary: per dataset, the best model for each quantity with the runner-up, and the models
+  that tie with it within the uncertainties;
 * binary (Tables 3 and 4, Top tagging and quark-gluon): per two-class dataset, accuracy, AUC,
   the community's background rejection 1/eps_B at eps_S = 0.5 and 0.3, the paper's 1/FPR at
   TPR = 0.8, parameters and FLOPs.
@@ -80,6 +82,9 @@ class MetricDef:
 
     def column(self) -> Column:
         return Column(self.key, self.header, "stat", self.digits, self.scale, self.latex)
+
+    def background_column(self) -> Column:
+        return Column(f"{self.key}_nbkg", f"{self.header}: bkg jets")
 
     @property
     def is_rejection(self) -> bool:
@@ -161,7 +166,12 @@ SCHEME_NOTES = {
     "binary": "Rej@x = 1/FPR at signal efficiency x, interpolated on the ROC curve.",
     "generic": "Rej@x = 1/FPR at signal efficiency x (one class against the rest), averaged over the classes.",
 }
-COMMON_NOTE = ("Mean ± std (ddof = 1) over the seeds shown; one seed: no std. > x: no background jet passed at "
+COMMON_NOTE = ("Mean ± std (ddof = 1) over the seeds ± the test set's statistical error (mean over the seeds): "
+               "binomial for accuracy, bootstrap over the test jets for AUC and rejection; '± —': one seed. "
+               "The seed spread measures training, the statistical error what another test set of the same size "
+               "would change; a difference smaller than both combined is not resolved. A rejection R rests on "
+               "about (bkg jets)/R background jets passing the cut. At an efficiency the test set hits exactly, "
+               "the rejection is that of the tightest cut reaching it. > x: no background jet passed at "
                "the working point in some seed, so the mean is unbounded; x is a lower bound. —: not defined.")
 
 
@@ -185,7 +195,9 @@ def primary_rejection(defs: Sequence[MetricDef]) -> MetricDef | None:
 # ----------------------------------------------------------------------------- statistics over seeds
 
 def seed_stats(runs: Sequence[Evaluation], defs: Sequence[MetricDef]) -> dict[str, Stat]:
-    """Mean ± std over the runs (seeds) of each metric, from salt.metrics.aggregate."""
+    """Mean ± std over the runs (seeds) of each metric, from salt.metrics.aggregate, with the
+    test set's statistical error (the seeds' mean of salt.metrics' "stat"; None for metrics
+    files written before it existed)."""
     agg = aggregate([r.metrics for r in runs])
     flats = [flatten(r.metrics) for r in runs]
     out: dict[str, Stat] = {}
@@ -194,7 +206,8 @@ def seed_stats(runs: Sequence[Evaluation], defs: Sequence[MetricDef]) -> dict[st
         if entry is None or entry["n"] == 0 or entry["mean"] is None:
             out[d.key] = Stat(None, n=0)
             continue
-        stat = Stat(entry["mean"], entry["std"], int(entry["n"]))
+        error = agg.get(f"stat/{d.path}", {}).get("mean")
+        stat = Stat(entry["mean"], entry["std"], int(entry["n"]), error=error)
         if math.isinf(stat.mean) and d.is_rejection:
             stat.bound = _rejection_bound(flats, d)
         out[d.key] = stat
@@ -219,6 +232,20 @@ def _rejection_bound(flats: Sequence[dict[str, Any]], d: MetricDef) -> float | N
         if values:
             per_seed.append(sum(values) / len(values))
     return sum(per_seed) / len(per_seed) if per_seed else None
+
+
+def background_counts(runs: Sequence[Evaluation], defs: Sequence[MetricDef]) -> dict[str, str | None]:
+    """Per rejection, the background jets of its comparisons ("1,595", or "798–1,595" where the
+    averaged comparisons differ), from the first run (all seeds share the test set)."""
+    flat = flatten(runs[0].metrics)
+    out: dict[str, str | None] = {}
+    for d in defs:
+        if not d.is_rejection:
+            continue
+        counts = sorted({int(c) for c in (n_bkg(flat) for _, n_bkg in d.parts) if c is not None})
+        out[f"{d.key}_nbkg"] = (None if not counts else f"{counts[0]:,}" if len(counts) == 1
+                                else f"{counts[0]:,}–{counts[-1]:,}")
+    return out
 
 
 def _sort_cell(sort: str) -> Label:
@@ -249,6 +276,7 @@ def model_rows(ds: Sequence[Evaluation], defs: Sequence[MetricDef]) -> list[dict
                 "n_seeds": len(runs), "test_jets": runs[0].metrics.get("n"),
             }
             row.update(seed_stats(runs, defs))
+            row.update(background_counts(runs, defs))
             row.update(params=runs[0].cost.get("params"), flops_paper=runs[0].cost.get("flops_paper"))
             rows.append(row)
     return rows
@@ -264,7 +292,8 @@ def accuracy_tables(evals: Sequence[Evaluation]) -> list[Table]:
         n_particles = ds[0].spec.get("particles")
         tables.append(Table(
             title=f"{dataset_label(dataset)} ({dataset}, N = {n_particles}, {scheme} metrics)",
-            columns=BASE_COLUMNS + [d.column() for d in defs],
+            columns=BASE_COLUMNS + [d.column() for d in defs]
+            + [d.background_column() for d in defs if d.is_rejection],
             rows=rows, notes=[SCHEME_NOTES.get(scheme, SCHEME_NOTES["generic"]), COMMON_NOTE],
             context={"dataset": dataset, "scheme": scheme}, label=f"accuracy-{dataset}"))
     if not tables:
@@ -499,8 +528,21 @@ SUMMARY_COLUMNS = [
     Column("value", "Value", "stat", 2),
     Column("runner_up", "Runner-up"),
     Column("runner_up_value", "Runner-up value", "stat", 2),
+    Column("tied", "Tied within uncertainty"),
     Column("candidates", "Compared", "number", 0),
 ]
+SUMMARY_NOTE = ("Accuracy in %. Means over seeds ± std over seeds ± the test set's statistical error. 'Tied within "
+                "uncertainty' lists the models whose mean differs from the best by less than the two combined "
+                "uncertainties (each the statistical error and the seeds' std/sqrt(seeds), in quadrature): the "
+                "test set does not tell them apart, and the best is marked '(tie)'. Latency: eager fp32 where "
+                "measured.")
+
+
+def uncertainty(stat: Stat) -> float | None:
+    """The uncertainty of a mean over seeds: statistical error and std/sqrt(n), in quadrature."""
+    parts = [stat.error] + ([stat.std / math.sqrt(stat.n)] if stat.std is not None and stat.n > 1 else [])
+    known = [p for p in parts if p is not None]
+    return math.sqrt(sum(p * p for p in known)) if known else None
 
 
 @dataclass
@@ -520,10 +562,22 @@ def _best_row(quantity: str, candidates: list[Candidate], higher: bool, digits: 
         c.stat.digits, c.stat.scale = digits, scale
     best = valid[0]
     second = valid[1] if len(valid) > 1 else None
-    tied = second is not None and second.stat.mean == best.stat.mean
+    tied = [c.name for c in valid[1:] if _tie(best.stat, c.stat)]
     return {"quantity": quantity, "best": best.name + (" (tie)" if tied else ""), "value": best.stat,
             "runner_up": second.name if second else None, "runner_up_value": second.stat if second else None,
-            "candidates": len(valid)}
+            "tied": "; ".join(tied) or None, "candidates": len(valid)}
+
+
+def _tie(a: Stat, b: Stat) -> bool:
+    """Equal means, or a gap within the combined uncertainty (finite means only)."""
+    if a.mean == b.mean:
+        return True
+    if math.isinf(a.mean) or math.isinf(b.mean):
+        return False
+    ua, ub = uncertainty(a), uncertainty(b)
+    if ua is None and ub is None:
+        return False
+    return abs(a.mean - b.mean) <= math.hypot(ua or 0.0, ub or 0.0)
 
 
 def summary_tables(evals: Sequence[Evaluation], benches: Sequence[Bench]) -> list[Table]:
@@ -564,8 +618,7 @@ def summary_tables(evals: Sequence[Evaluation], benches: Sequence[Bench]) -> lis
             if row:
                 rows.append(row)
         tables.append(Table(f"{dataset_label(dataset)} ({dataset})", SUMMARY_COLUMNS, rows,
-                            notes=["Accuracy in %. Means over seeds; compare the gap with the ± (std over seeds) before "
-                                   "calling one model better. Latency: eager fp32 where measured."],
+                            notes=[SUMMARY_NOTE],
                             context={"dataset": dataset}, label=f"summary-{dataset}"))
     if not tables:
         tables.append(Table("Summary", SUMMARY_COLUMNS, notes=["No metrics or benchmark files were given."],
@@ -606,7 +659,8 @@ def binary_tables(evals: Sequence[Evaluation]) -> list[Table]:
         tables.append(Table(
             title=f"{dataset_label(dataset)} ({dataset}, N = {ds[0].spec.get('particles')}, "
                   f"{ds[0].spec.get('classes')} output{'s' if ds[0].spec.get('classes') != 1 else ''})",
-            columns=BASE_COLUMNS + [d.column() for d in defs] + BINARY_COST_COLUMNS,
+            columns=BASE_COLUMNS + [d.column() for d in defs] + BINARY_COST_COLUMNS
+            + [d.background_column() for d in defs if d.is_rejection],
             rows=rows, notes=[BINARY_NOTE.format(signal=ds[0].class_names[1], background=ds[0].class_names[0]),
                               COMMON_NOTE], context={"dataset": dataset}, label=f"binary-{dataset}"))
     if not tables:

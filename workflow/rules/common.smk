@@ -7,11 +7,15 @@ import re
 import shlex
 from pathlib import Path
 
+from salt.cli import SUBCOMMANDS
+from salt.configcheck import check_datasets, check_variants
 from salt.data import download as downloads
 from salt.data.archive import glob_escape
 from salt.data.clustering import SORTS as CLUSTERING_SORTS
 from salt.data.kinematics import JET_SORTS, POINT_SORTS
 from salt.data.sources import SOURCES
+from salt.dependencies import NOT_IN_RESULT, source_files
+from salt.training.settings import TrainSettings
 
 
 wildcard_constraints:
@@ -29,6 +33,7 @@ SPLITS = ("train", "val", "test")
 
 def check_config():
     """Cross-references the schema cannot express; fail early with the offending key."""
+    check_datasets(config)
     for name in config["datasets"]:
         if name not in config["dataset"]:
             raise ValueError(f"config: datasets lists {name!r}, but dataset.{name} is not defined")
@@ -121,39 +126,21 @@ check_config()
 
 # ---------------------------------------------------------------------------
 # Source files each stage depends on: editing them re-runs that stage (and what follows),
-# nothing upstream. Snakemake's code trigger only sees the shell text, so they are inputs.
+# nothing upstream. Snakemake's code trigger only sees the shell text, so they are inputs,
+# derived from the imports of the stage's module (salt/dependencies.py), never listed by hand.
 
 
-def src(*names):
-    return [f"salt/{n}.py" for n in names]
+def stage_src(stage, *modules, exclude=()):
+    """The salt/ files `salt <stage>` runs: its module, `modules`, and everything they import
+    (but `exclude` and what only they import)."""
+    return source_files([SUBCOMMANDS[stage][0], *modules], exclude=NOT_IN_RESULT + tuple(exclude))
 
 
-MODEL_SRC = [
-    str(p)
-    for p in sorted(Path("salt/models").glob("*.py"))
-    if p.stem not in ("cost", "reference")
-]
-TRAINING_SRC = [str(p) for p in sorted(Path("salt/training").glob("*.py"))]
-KERNEL_SRC = [str(p) for p in sorted(Path("salt/kernels").glob("*.py"))]
-SRC = {
-    "generate": src("data/sources/pythia", "atomic"),
-    # plus the dataset's own reader (and the clustering code for its sorts): preprocess_src(dataset, sort)
-    "preprocess": src(
-        "data/preprocess",
-        "data/kinematics",
-        "data/record",
-        "data/shards",
-        "data/sources/__init__",
-    ),
-    "manifest": src("data/shards"),
-    "train": src("train", "data/loader") + TRAINING_SRC + MODEL_SRC,
-    "evaluate": src("evaluate", "metrics", "data/loader") + MODEL_SRC + KERNEL_SRC,
-    "bench": src("bench", "models/cost")
-    + [str(p) for p in sorted(Path("salt/benchmarking").glob("*.py"))]
-    + MODEL_SRC
-    + KERNEL_SRC,
-    "report": [str(p) for p in sorted(Path("salt/report").glob("*.py"))] + src("metrics"),
-}
+# kinematics.py imports the clustering code, which only the clustering-history sorts run: it is a
+# source of those sorts' preprocessing, not of generation or of the other sorts
+CLUSTERING = "salt.data.clustering"
+SRC = {stage: stage_src(stage) for stage in ("preprocess", "manifest", "train", "evaluate", "bench", "report")}
+SRC["generate"] = stage_src("generate", exclude=[CLUSTERING])
 
 
 # ---------------------------------------------------------------------------
@@ -383,15 +370,11 @@ def raw_listing(dataset, shard):
 
 
 def preprocess_src(dataset, sort):
-    """SRC["preprocess"] plus the reader of the dataset's source (pythia files use the JetClass
-    reader with the label branches named in pythia.py) and, for the clustering-history sorts,
-    the clustering code (editing it re-runs only those shards)."""
-    source = dataset_cfg(dataset)["source"]
-    reader = SOURCES[source].removeprefix("salt.").replace(".", "/")
-    extra = [f"salt/{reader}.py"] + (src("data/sources/pythia") if source == "pythia" else [])
-    if sort in CLUSTERING_SORTS:
-        extra += src("data/clustering")
-    return SRC["preprocess"] + extra
+    """The preprocessing sources plus the reader of the dataset's source, which preprocess.py
+    imports by name (salt.data.sources.SOURCES), so that no import statement shows it; the
+    clustering code only for the clustering-history sorts (editing it re-runs only those shards)."""
+    reader = SOURCES[dataset_cfg(dataset)["source"]]
+    return stage_src("preprocess", reader, exclude=[] if sort in CLUSTERING_SORTS else [CLUSTERING])
 
 
 def reader_options(dataset):
@@ -445,6 +428,9 @@ def variant_spec(dataset, variant):
     spec["features"] = len(cfg["features"])
     spec["classes"] = 1 if cfg.get("sigmoid") else len(cfg["classes"])  # one sigmoid output: C = 1, BCE
     return spec
+
+
+check_variants({(d, v): variant_spec(d, v) for d, v, _, _ in run_matrix()})
 
 
 def as_json(obj):

@@ -33,6 +33,12 @@ rule generate:
         pt_min=lambda wc: dataset_cfg(wc.dataset)["generate"]["pt_min"],
         pt_max=lambda wc: dataset_cfg(wc.dataset)["generate"]["pt_max"],
         eta_max=lambda wc: dataset_cfg(wc.dataset)["generate"]["eta_max"],
+        part_pt_min=lambda wc: dataset_cfg(wc.dataset)["generate"]["part_pt_min"],
+        pthat_min=lambda wc: (
+            ""
+            if dataset_cfg(wc.dataset)["generate"]["pthat_min"] is None
+            else f"--pthat-min {dataset_cfg(wc.dataset)['generate']['pthat_min']}"
+        ),
     log:
         "logs/generate/{dataset}/{cls}_{chunk}.log",
     threads: 1
@@ -41,6 +47,7 @@ rule generate:
     shell:
         "salt generate --process {wildcards.cls} --jets {params.jets} --seed {params.seed}"
         " --pt-min {params.pt_min} --pt-max {params.pt_max} --eta-max {params.eta_max}"
+        " --part-pt-min {params.part_pt_min} {params.pthat_min}"
         " --output {output} > {log} 2>&1"
 
 
@@ -150,7 +157,7 @@ checkpoint extract_archive:
 
 def preprocess_config(wildcards):
     cfg = dataset_cfg(wildcards.dataset)
-    keys = ("source", "classes", "particles", "features", "split", "step")
+    keys = ("source", "classes", "particles", "truncation", "features", "split")
     return as_json(
         {k: cfg[k] for k in keys if k in cfg}
         | {"sort": wildcards.sort, "options": reader_options(wildcards.dataset)}
@@ -170,6 +177,7 @@ rule preprocess:
         source=lambda wc: dataset_cfg(wc.dataset)["source"],
         particles=lambda wc: dataset_cfg(wc.dataset)["particles"],
         features=lambda wc: " ".join(dataset_cfg(wc.dataset)["features"]),
+        truncation=lambda wc: dataset_cfg(wc.dataset)["truncation"],
         split=lambda wc: (
             f"--split {fixed_split(wc.dataset, wc.shard)}"
             if fixed_split(wc.dataset, wc.shard)
@@ -178,7 +186,6 @@ rule preprocess:
         val=lambda wc: dataset_cfg(wc.dataset)["split"]["val"],
         test=lambda wc: dataset_cfg(wc.dataset)["split"]["test"],
         seed=lambda wc: dataset_cfg(wc.dataset)["split"]["seed"],
-        step=lambda wc: dataset_cfg(wc.dataset)["step"],
         options=lambda wc: as_json(reader_options(wc.dataset)),
         config=preprocess_config,
     log:
@@ -187,13 +194,19 @@ rule preprocess:
     resources:
         mem_mb=4000,
         runtime=60,
-    shell:
-        "salt preprocess --source {params.source} --input {input.raw:q} --sort {wildcards.sort}"
-        " --particles {params.particles} --features {params.features} {params.split}"
-        " --val-fraction {params.val} --test-fraction {params.test} --seed {params.seed}"
-        " --step {params.step} --options {params.options:q} --config {params.config:q}"
-        " --output-train {output.train} --output-val {output.val} --output-test {output.test}"
-        " > {log} 2>&1"
+    run:
+        # dataset.<name>.step (objects read at a time) bounds memory and cannot change a shard, so it
+        # is not a param: changing it re-runs nothing (Snakemake compares params, and this code's text)
+        step = dataset_cfg(wildcards.dataset)["step"]
+        shell(
+            "salt preprocess --source {params.source} --input {input.raw:q} --sort {wildcards.sort}"
+            " --particles {params.particles} --truncation {params.truncation} --features {params.features}"
+            " {params.split}"
+            " --val-fraction {params.val} --test-fraction {params.test} --seed {params.seed}"
+            " --step {step} --options {params.options:q} --config {params.config:q}"
+            " --output-train {output.train} --output-val {output.val} --output-test {output.test}"
+            " > {log} 2>&1"
+        )
 
 
 rule manifest:

@@ -3,17 +3,28 @@
 # Preemption and retries: `salt train` keeps results/models/.../checkpoint.pt (not a declared
 # output, so Snakemake leaves it alone when a job fails). On SIGTERM/SIGUSR1 (SLURM time limit,
 # preemption, `sbatch --signal`) it saves and exits with status 75; the next attempt of the same
-# job (`--retries N`, the SLURM profile's `retries:`, or `--slurm-requeue`) resumes from it. Under
-# the SLURM executor SLURM sees the inner Snakemake's status (FAILED, 1); the retry is Snakemake's.
+# job (profiles/default's `retries: 1`, loaded for local and cluster runs alike, `--retries N`, or
+# `--slurm-requeue`) resumes from it. Under the SLURM executor SLURM sees the inner Snakemake's
+# status (FAILED, 1); the retry is Snakemake's.
+#
+# Every attempt keeps its own log, logs/train/.../seed<seed>.attempt<n>.log (n counts up across
+# attempts and runs); the rule's log is a hard link to the current one. Snakemake deletes a job's
+# log before each attempt, which would otherwise erase the record of an interruption.
+
+
+# Settings that cannot change the weights (TrainSettings.NOT_IN_RESULT, e.g. checkpoint_minutes) reach
+# `salt train` through the shell command's text, not params: Snakemake re-runs a job when a param's
+# value changes, but compares only the template of the command, so changing them retrains nothing.
+TRAIN_RUN_SETTINGS = as_json({k: config["train"][k] for k in TrainSettings.NOT_IN_RESULT if k in config["train"]})
 
 
 def train_settings(wildcards):
     """This job's `train:` block: the variant's own schedule chosen (`schedules` keyed by variant
-    name, then by model family, else `schedule`), minus the keys that only size the job, so that
-    editing another variant's schedule or the thread count retrains nothing."""
+    name, then by model family, else `schedule`), minus the keys that only size the job or cannot
+    change its result, so that editing another variant's schedule or the thread count retrains nothing."""
     settings = dict(config["train"])
     schedules = settings.pop("schedules", None) or {}
-    for key in ("threads", "gpus"):
+    for key in ("threads", "gpus", *TrainSettings.NOT_IN_RESULT):
         settings.pop(key, None)
     family = config["variants"][wildcards.variant]["model"]
     settings["schedule"] = schedules.get(wildcards.variant, schedules.get(family, settings["schedule"]))
@@ -49,7 +60,10 @@ rule train:
         mem_mb=8000,
         runtime=720,
     shell:
-        "salt train --manifest {input.manifest} --spec {params.spec:q} --train-config {params.train:q}"
+        "a={log:q}; a=${{a%.log}}.attempt; n=1; while [ -e $a$n.log ]; do n=$((n + 1)); done;"
+        " : > $a$n.log && ln -f $a$n.log {log:q};"
+        " salt train --manifest {input.manifest} --spec {params.spec:q} --train-config {params.train:q}"
+        " --run-settings {TRAIN_RUN_SETTINGS:q}"
         " --seed {wildcards.seed} --device {params.device} --threads {params.threads_per_process}"
         " --nproc {params.nproc} --output-dir {params.outdir} > {log} 2>&1"
 
