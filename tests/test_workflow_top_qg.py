@@ -147,7 +147,8 @@ def test_paper_config_trains_the_paper_sized_models(tmp_path):
     work = copy_workflow(tmp_path, config=ROOT / "config.yaml")
     targets = [f"results/models/{d}/salt/kt/seed1/model.pt" for d in sorted(PAPER_COST)]
     out = snakemake(work, "-n", "-p", *targets, "--configfile", "workflow/configs/paper.yaml").stdout
-    commands = [line for line in out.splitlines() if line.startswith("Shell command: salt train")]
+    # the train rule's command opens its attempt log first, then runs `salt train`
+    commands = [line for line in out.splitlines() if line.startswith("Shell command:") and " salt train " in line]
     assert len(commands) == 2, out[-3000:]
     for line in commands:
         dataset = line.split("--output-dir results/models/")[1].split("/")[0]
