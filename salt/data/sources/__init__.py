@@ -43,6 +43,26 @@ def jagged_record(offsets: np.ndarray, fields: dict[str, np.ndarray]) -> ak.Arra
     return ak.Array(ak.contents.ListOffsetArray(ak.index.Index64(np.asarray(offsets, dtype=np.int64)), inner))
 
 
+def constituent_jets(counts: np.ndarray, px: np.ndarray, py: np.ndarray, pz: np.ndarray, energy: np.ndarray,
+                     eta: np.ndarray, phi: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """For files that store only constituents (flat, jet-major, `counts` per jet), the jet is their
+    four-momentum sum. Returns the offsets, each particle's (deta, dphi) to that axis, and the jet
+    fields (pt, eta, phi, energy, mass, n_particles)."""
+    from salt.data.kinematics import wrap_phi
+
+    offsets = np.zeros(len(counts) + 1, dtype=np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    j_px, j_py, j_pz, j_energy = np.add.reduceat(np.stack([px, py, pz, energy], axis=1), offsets[:-1], axis=0).T
+    j_pt = np.hypot(j_px, j_py)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        j_eta = np.arcsinh(j_pz / j_pt)
+    j_phi = np.arctan2(j_py, j_px)
+    j_mass = np.sqrt(np.maximum(j_energy**2 - j_pt**2 - j_pz**2, 0.0))
+    relative = {"deta": eta - np.repeat(j_eta, counts), "dphi": wrap_phi(phi - np.repeat(j_phi, counts))}
+    jets = {"pt": j_pt, "eta": j_eta, "phi": j_phi, "energy": j_energy, "mass": j_mass, "n_particles": counts}
+    return offsets, relative, jets
+
+
 def entry_range(source: str, n: int, entry_start: int | None, entry_stop: int | None) -> tuple[int, int]:
     """[entry_start, entry_stop) of a file of `n` objects: None means the file's start or end, a stop
     past the end is clipped; anything else out of range is a RecordError naming the file."""

@@ -26,7 +26,7 @@ import numpy as np
 
 from salt.data.kinematics import wrap_phi
 from salt.data.record import Record, RecordError
-from salt.data.sources import entry_range, jagged_record
+from salt.data.sources import constituent_jets, entry_range, jagged_record
 
 KIND = "jet"
 CLASS_NAMES = ("gluon", "quark")  # class index = y
@@ -104,7 +104,7 @@ def _record(source: str, x: np.ndarray, y: np.ndarray, start: int) -> Record:
     if np.any(counts == 0):
         raise RecordError(f"{source}: entry {start + int(np.flatnonzero(counts == 0)[0])}: no particles")
     flat = x[real]
-    offsets = np.zeros(len(counts) + 1, dtype=np.int64)
+    offsets = np.zeros(len(counts) + 1, dtype=np.int64)  # for the per-jet error entries of _masses
     np.cumsum(counts, out=offsets[1:])
     pt, rap, phi = flat[:, 0], flat[:, 1], flat[:, 2]
     pid = flat[:, 3] if x.shape[2] > 3 else np.zeros(len(flat))
@@ -112,17 +112,9 @@ def _record(source: str, x: np.ndarray, y: np.ndarray, start: int) -> Record:
     mt = np.sqrt(pt**2 + mass**2)
     px, py, pz, energy = pt * np.cos(phi), pt * np.sin(phi), mt * np.sinh(rap), mt * np.cosh(rap)
     eta = np.arcsinh(pz / pt)
-    jet = np.add.reduceat(np.stack([px, py, pz, energy], axis=1), offsets[:-1], axis=0)
-    j_px, j_py, j_pz, j_energy = jet.T
-    j_pt = np.hypot(j_px, j_py)
-    j_eta, j_phi = np.arcsinh(j_pz / j_pt), np.arctan2(j_py, j_px)
-    j_mass = np.sqrt(np.maximum(j_energy**2 - j_pt**2 - j_pz**2, 0.0))
-    particles = {
-        "px": px, "py": py, "pz": pz, "energy": energy, "pt": pt, "eta": eta, "phi": wrap_phi(phi),
-        "deta": eta - np.repeat(j_eta, counts), "dphi": wrap_phi(phi - np.repeat(j_phi, counts)),
-        "rapidity": rap, "pid": pid,
-    }
-    jets = {"pt": j_pt, "eta": j_eta, "phi": j_phi, "energy": j_energy, "mass": j_mass, "n_particles": counts}
+    _, relative, jets = constituent_jets(counts, px, py, pz, energy, eta, phi)
+    particles = {"px": px, "py": py, "pz": pz, "energy": energy, "pt": pt, "eta": eta, "phi": wrap_phi(phi),
+                 **relative, "rapidity": rap, "pid": pid}
     record = Record(
         particles=jagged_record(offsets, particles), jets={k: np.asarray(v, np.float32) for k, v in jets.items()},
         labels=y.astype(np.int64), class_names=CLASS_NAMES, source=source, entry_start=start, kind=KIND,

@@ -22,9 +22,8 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-from salt.data.kinematics import wrap_phi
 from salt.data.record import Record, RecordError
-from salt.data.sources import entry_range, jagged_record
+from salt.data.sources import constituent_jets, entry_range, jagged_record
 
 KIND = "jet"
 KEY = "table"
@@ -130,19 +129,9 @@ def _read_range(store, source: str, start: int, stop: int) -> Record:
         raise RecordError(f"{source}: entry {start + bad}: no particles (every E_i is 0)")
     flat = values[real]  # (n_particles, 4) in jet-major order
     energy, px, py, pz = flat.T
-    offsets = np.zeros(len(counts) + 1, dtype=np.int64)
-    np.cumsum(counts, out=offsets[1:])
-    jet = np.add.reduceat(flat, offsets[:-1], axis=0)  # the jet axis: sum of the constituents
-    j_energy, j_px, j_py, j_pz = jet.T
-    j_pt, j_eta, j_phi = _pt_eta_phi(j_px, j_py, j_pz)
     pt, eta, phi = _pt_eta_phi(px, py, pz)
-    with np.errstate(invalid="ignore"):
-        mass = np.sqrt(np.maximum(j_energy**2 - j_px**2 - j_py**2 - j_pz**2, 0.0))
-    particles = {
-        "px": px, "py": py, "pz": pz, "energy": energy, "pt": pt, "eta": eta, "phi": phi,
-        "deta": eta - np.repeat(j_eta, counts), "dphi": wrap_phi(phi - np.repeat(j_phi, counts)),
-    }
-    jets = {"pt": j_pt, "eta": j_eta, "phi": j_phi, "energy": j_energy, "mass": mass, "n_particles": counts}
+    offsets, relative, jets = constituent_jets(counts, px, py, pz, energy, eta, phi)
+    particles = {"px": px, "py": py, "pz": pz, "energy": energy, "pt": pt, "eta": eta, "phi": phi, **relative}
     record = Record(
         particles=jagged_record(offsets, particles), jets={k: np.asarray(v, np.float32) for k, v in jets.items()},
         labels=labels.astype(np.int64), class_names=CLASS_NAMES, source=source, entry_start=start, kind=KIND,
