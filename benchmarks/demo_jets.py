@@ -6,7 +6,7 @@ edge, and the jet pT that N kept particles carry.
         --part-pt-min 0 --thresholds 0.5 0.75 1 1.5 2 --pthat-cuts 300 350 400 450
     .venv/bin/python benchmarks/demo_jets.py --dir /tmp/jets_demo --jets 600   # the generator's defaults
 
-Generates --jets jets per class with `salt.data.sources.pythia.generate` into --dir (a file that
+Generates --jets jets per class with `salt.data.pythia.generate` into --dir (a file that
 is already there with the same settings is reused), then prints JSON with, per class and pooled
 over the five classes (equal numbers, as in the demo):
 
@@ -36,7 +36,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from salt.data.sources import pythia  # noqa: E402
+from salt.data import pythia  # noqa: E402
 
 EDGE_FRACTION = 1.1  # the edge bin: pt_min .. 1.1 pt_min
 
@@ -99,12 +99,11 @@ def kept_pt(path: Path, n_particles: int) -> dict[str, dict[str, float]]:
 
     from salt.data import sources
     from salt.data.kinematics import sort_and_pad
-    from salt.data.preprocess import reader_options
 
     out = {}
     for truncation in ("pt", "key"):
         fractions = []
-        for rec in sources.get("pythia").iter_records(path, **reader_options("pythia", None)):
+        for rec in sources.get("pythia").iter_records(path, **sources.get("pythia").reader_options()):
             x, _, _ = sort_and_pad(rec, ["pt"], "deltaR", n_particles, truncation)
             fractions.append(x[:, :, 0].sum(axis=1) / np.asarray(ak.sum(rec.particles.pt, axis=1)))
         f = np.concatenate(fractions)

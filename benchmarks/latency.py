@@ -22,24 +22,8 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from salt import bench  # noqa: E402
+from salt import bench, plan  # noqa: E402
 from salt.models import ModelSpec  # noqa: E402
-
-
-def dataset_variants(config: dict, dataset: str) -> list[str]:
-    names: list[str] = []
-    for run in config["runs"]:
-        if dataset in run.get("datasets", config["datasets"]):
-            names += [v for v in run["variants"] if v not in names]
-    return names
-
-
-def variant_spec(config: dict, dataset: str, variant: str) -> ModelSpec:
-    """As workflow/rules/common.smk's variant_spec: the variant's knobs plus the dataset's shape."""
-    ds = config["dataset"][dataset]
-    return ModelSpec.from_dict({**config["variants"][variant], "particles": ds["particles"],
-                                "features": len(ds.get("features", ["pt", "deta", "dphi"])),
-                                "classes": len(ds["classes"])})
 
 
 def table(documents: list[dict], largest: int, threads: int) -> list[str]:
@@ -80,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     config = yaml.safe_load(Path(args.config).read_text())
     dataset = args.dataset or config["datasets"][0]
-    variants = args.variants.split(",") if args.variants else dataset_variants(config, dataset)
+    variants = args.variants.split(",") if args.variants else plan.variants_of(config, dataset)
     cfg = config.get("bench", {})
     kind = bench.device_kind(args.device)
     batches = cfg.get("batch_sizes", list(bench.DEFAULT_BATCHES))
@@ -92,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     documents = []
     for variant in variants:
-        spec = variant_spec(config, dataset, variant)
+        spec = ModelSpec.from_dict(plan.variant_spec(config, dataset, variant))
         print(f"{variant} (N = {spec.particles}):", file=sys.stderr, flush=True)
         sweep = bench.run_sweep(
             spec, device=args.device, particles=cfg.get("particles", []), batches=batches, threads=args.threads,

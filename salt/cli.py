@@ -22,7 +22,7 @@ from typing import Any
 
 # subcommand -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "generate": ("salt.data.sources.pythia", "generate labelled jets with Pythia8 + FastJet into a JetClass-schema ROOT file"),
+    "generate": ("salt.data.pythia", "generate labelled jets with Pythia8 + FastJet into a JetClass-schema ROOT file"),
     "download": ("salt.data.download", "download a dataset's raw files (resumable, md5-checked)"),
     "extract": ("salt.data.archive", "safely extract a downloaded tar/zip archive"),
     "preprocess": ("salt.data.preprocess", "sort, cut and pad one raw file into HDF5 shards"),

@@ -9,7 +9,6 @@ key into one line with a suggestion instead of the schema printed in full.
 from __future__ import annotations
 
 import difflib
-import importlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,8 +16,7 @@ from typing import Any
 import yaml
 
 from salt.data.kinematics import DERIVED_FEATURES
-from salt.data.sources import SOURCES
-from salt.data.sources.jetclass import PID_BRANCHES, TRACK_BRANCHES
+from salt.data import sources
 from salt.models.spec import ModelSpec
 
 
@@ -26,14 +24,6 @@ class ConfigError(ValueError):
     """A config mistake; the message starts with `config:` and names the key."""
 
 
-# per-particle features a jet source stores beyond the kinematics every jet record derives
-# (JetClass: ParT's particle-ID and track inputs; generated files: particle ID only; quark-gluon:
-# EnergyFlow's rapidity and PDG id); a source not listed has none
-EXTRA_FEATURES: dict[str, tuple[str, ...]] = {
-    "jetclass": tuple(b.removeprefix("part_") for b in PID_BRANCHES + TRACK_BRANCHES),
-    "pythia": tuple(b.removeprefix("part_") for b in PID_BRANCHES),
-    "quarkgluon": ("rapidity", "pid"),
-}
 POINT_FEATURES = ("x", "y", "z")
 
 
@@ -74,8 +64,8 @@ def check_datasets(config: dict[str, Any]) -> None:
         if val + test >= 1:
             raise ConfigError(f"{where}.split: val {val} + test {test} = {val + test:g} leaves no jets for training; "
                               f"expected val + test < 1")
-        kind = importlib.import_module(SOURCES[ds["source"]]).KIND
-        known = POINT_FEATURES if kind == "points" else DERIVED_FEATURES + EXTRA_FEATURES.get(ds["source"], ())
+        source = sources.get(ds["source"])
+        known = POINT_FEATURES if source.kind == "points" else DERIVED_FEATURES + source.extra_features
         unknown = [f for f in ds.get("features", []) if f not in known]
         if unknown:
             raise ConfigError(f"{where}.features: {unknown} are not features of source {ds['source']}; "
@@ -89,3 +79,93 @@ def check_variants(specs: dict[tuple[str, str], dict[str, Any]]) -> None:
             ModelSpec.from_dict(spec)
         except ValueError as err:
             raise ConfigError(f"config: variants.{variant} on dataset {dataset}: {err}") from None
+
+
+def check_config(config: dict[str, Any]) -> None:
+    """Every check a run needs before its first job: datasets, their sources' shape and files,
+    the runs' references and sorts, and the model specs the run matrix builds."""
+    from salt.data.kinematics import JET_SORTS, POINT_SORTS
+    from salt.plan import run_matrix, variant_spec
+
+    check_datasets(config)
+    for name in config["datasets"]:
+        if name not in config["dataset"]:
+            raise ConfigError(f"config: datasets lists {name!r}, but dataset.{name} is not defined")
+    for i, run in enumerate(config["runs"]):
+        for v in run["variants"]:
+            if v not in config["variants"]:
+                raise ConfigError(f"config: runs[{i}] names variant {v!r}, not defined under variants")
+        for d in run.get("datasets", []):
+            if d not in config["dataset"]:
+                raise ConfigError(f"config: runs[{i}] names dataset {d!r}, not defined under dataset")
+    for name, ds in config["dataset"].items():
+        source = sources.get(ds["source"])
+        if source.generated and "generate" not in ds:
+            raise ConfigError(f"config: dataset.{name} has source {ds['source']} but no generate: block")
+        if not source.generated:
+            check_download(name, ds)
+        check_dataset_shape(name, ds)
+    for i, run in enumerate(config["runs"]):
+        for d in run.get("datasets", config["datasets"]):
+            if d not in config["dataset"]:
+                continue
+            points = sources.get(config["dataset"][d]["source"]).kind == "points"
+            allowed = POINT_SORTS if points else JET_SORTS
+            bad = [s for s in run["sorts"] if s not in allowed]
+            if bad:
+                what = "point clouds" if points else "jets"
+                raise ConfigError(
+                    f"config: runs[{i}] sorts dataset {d!r} ({what}) by {bad}; {what} can be sorted by "
+                    f"{sorted(allowed)} (give the run a datasets: list to keep jet sorts off point clouds)"
+                )
+    check_variants({(d, v): variant_spec(config, d, v) for d, v, _, _ in run_matrix(config)})
+
+
+def check_download(name: str, ds: dict[str, Any]) -> None:
+    """A downloaded dataset names known files of its source, and its globs select something."""
+    from salt.plan import glob_selects
+
+    where = f"config: dataset.{name}"
+    if "download" not in ds:
+        raise ConfigError(f"{where} (source {ds['source']}) needs a download: block with files: [...]")
+    dl = ds["download"]
+    source = sources.get(ds["source"])
+    table = source.catalogue.files
+    unknown = [f for f in dl["files"] if f not in table]
+    if unknown:
+        raise ConfigError(f"{where}.download.files: {unknown} are not files of {ds['source']}; "
+                          f"expected some of {sorted(table)}")
+    if dl.get("base_url") and dl.get("local_dir"):
+        raise ConfigError(f"{where}.download: give base_url or local_dir, not both")
+    extra = sorted(set(dl.get("md5", {})) - set(dl["files"]))
+    if extra:
+        raise ConfigError(f"{where}.download.md5 overrides files not in download.files: {extra}")
+    for archive in dl["files"]:
+        known = table[archive].members
+        if known is not None and not any(glob_selects(dl.get("members"), m) for m in known):
+            raise ConfigError(f"{where}.download.members {dl.get('members')} select none of the members of "
+                              f"{archive} (e.g. {known[0]!r})")
+    if source.member_class is not None:
+        classes = {source.member_class(m) for a in dl["files"] for m in table[a].members or ()}
+        unknown = [c for c in ds["classes"] if c not in classes]
+        if unknown:
+            raise ConfigError(f"{where}.classes {unknown} are not {ds['source']} classes {sorted(classes)}")
+
+
+def check_dataset_shape(name: str, ds: dict[str, Any]) -> None:
+    """Features and classes that the source can actually deliver."""
+    where = f"config: dataset.{name}"
+    source = sources.get(ds["source"])
+    if source.kind == "points":
+        bad = [f for f in ds.get("features", []) if f not in POINT_FEATURES]
+        if bad:
+            raise ConfigError(f"{where}.features {bad}: point clouds have the features {', '.join(POINT_FEATURES)}")
+    if source.label_branches is not None:
+        labels = ds.get("options", {}).get("label_branches") or source.label_branches
+        if len(ds["classes"]) != len(labels):
+            raise ConfigError(f"{where}.classes names {len(ds['classes'])} classes; the files have "
+                              f"{len(labels)} label branches ({', '.join(labels)})")
+    if source.class_names is not None and list(ds["classes"]) != list(source.class_names):
+        raise ConfigError(f"{where}.classes must be {list(source.class_names)} (the files' label order)")
+    if ds.get("sigmoid") and len(ds["classes"]) != 2:
+        raise ConfigError(f"{where}.sigmoid needs exactly 2 classes, got {ds['classes']}")

@@ -62,8 +62,8 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import auc as area_under, confusion_matrix, roc_auc_score, roc_curve
 
-HLS4ML_CLASSES = ("g", "q", "W", "Z", "t")
-JETCLASS_CLASSES = ("QCD", "Hbb", "Hcc", "Hgg", "H4q", "Hqql", "Zqq", "Wqq", "Tbqq", "Tbl")
+from salt.data.sources.hls4ml import CLASS_NAMES as HLS4ML_CLASSES  # also the Pythia demo's classes
+from salt.data.sources.jetclass import JETCLASS_CLASS_NAMES as JETCLASS_CLASSES
 SCHEMES = ("auto", "hls4ml", "jetclass", "binary", "generic")
 
 OVR_EFFICIENCIES = (0.5, 0.8)

@@ -16,8 +16,8 @@ MD5 = hashlib.md5(DATA).hexdigest()
 FAST = {"backoff": 0.01, "progress": False, "chunk_size": 16_384}
 
 
-def _table(md5: str | None = MD5, size: int | None = None) -> dict[str, dl.Dataset]:
-    return {"toy": dl.Dataset("http://127.0.0.1:9/unused/{name}", {"toy.bin": dl.FileSpec(md5, size)})}
+def _table(md5: str | None = MD5, size: int | None = None) -> dict[str, dl.Catalogue]:
+    return {"toy": dl.Catalogue("http://127.0.0.1:9/unused/{name}", {"toy.bin": dl.FileSpec(md5, size)})}
 
 
 def test_plain_download_verifies_and_renames(http_server, tmp_path):

@@ -16,7 +16,7 @@ import uproot
 
 from salt import cli
 from salt.data.sources import jetclass, pythia
-from salt.data.sources.pythia import CLASSES, LABEL_BRANCHES, METADATA_KEY, GenerationError, generate
+from salt.data.pythia import CLASSES, LABEL_BRANCHES, METADATA_KEY, GenerationError, generate
 
 N_JETS = 40
 PART_FLOAT = ("part_px", "part_py", "part_pz", "part_energy", "part_deta", "part_dphi", "part_charge")

@@ -9,7 +9,7 @@ import pytest
 
 from formats import hls4ml_arrays, write_hls4ml_h5, write_hls4ml_tarball
 from salt.cli import main as salt_main
-from salt.data.archive import extract
+from salt.data.archive import extract, slim_h5
 from salt.data.record import RecordError
 from salt.data.sources import hls4ml
 
@@ -102,7 +102,7 @@ def test_tarball_extract_slim_and_split(tmp_path):
     val = write_hls4ml_tarball(tmp_path / "hls4ml_LHCjet_150p_val.tar.gz", "val", n_files=2,
                                jets_per_file=12, seed=2)
     out = tmp_path / "extracted"
-    slim = lambda p: hls4ml.slim_h5(p)  # noqa: E731
+    slim = lambda p: slim_h5(p, hls4ml.SOURCE.keep_on_extraction)  # noqa: E731
     extract(train, out, on_member=slim)
     assert salt_main(["extract", str(val), "--output-dir", str(out), "--h5-keep", ",".join(hls4ml.KEEP_DATASETS)]) == 0
     train_files, val_files = sorted((out / "train").glob("*.h5")), sorted((out / "val").glob("*.h5"))

@@ -196,7 +196,7 @@ def test_download_extract_read_chain(http_server, tmp_path):
     tar = write_jetclass_tar(tmp_path / "src" / "JetClass_Pythia_val_5M.tar", roots)
     http_server.add("records/JetClass_Pythia_val_5M.tar", tar.read_bytes(), mode="drop")
     md5 = hashlib.md5(tar.read_bytes()).hexdigest()
-    table = {"jetclass": dl.Dataset("unused/{name}", {tar.name: dl.FileSpec(md5)})}
+    table = {"jetclass": dl.Catalogue("unused/{name}", {tar.name: dl.FileSpec(md5)})}
     raw = tmp_path / "resources" / "raw" / "jetclass"
     dl.fetch("jetclass", tar.name, raw / tar.name, base_url=http_server.url + "/records", datasets=table,
              progress=False, backoff=0.01)

@@ -33,7 +33,6 @@ from pathlib import Path, PurePosixPath
 from typing import IO
 
 from salt.atomic import write_json
-from salt.data.record import RecordError
 
 SKIPPED = ("__MACOSX", "__MACOSX/*")
 
@@ -256,12 +255,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--done", help="done-marker written last (default: OUTPUT_DIR/.ARCHIVE.extracted.json)")
     parser.add_argument("--h5-keep", metavar="DATASETS",
                         help="comma-separated datasets to keep in each extracted .h5 member, dropping the rest "
-                             "(hls4ml: jetConstituentList,jets,jetFeatureNames,particleFeatureNames)")
+                             "(the workflow passes a source's keep_on_extraction)")
+
+
+def slim_h5(path: str | os.PathLike[str], keep: Sequence[str]) -> None:
+    """Rewrite `path` with only the datasets in `keep` (atomically), so that an archive whose HDF5
+    members are mostly unused data (hls4ml's jet images) never sits on disk whole."""
+    import h5py
+
+    from salt.atomic import atomic_path
+
+    path = Path(path)
+    try:
+        src = h5py.File(path, "r")
+    except OSError as exc:
+        raise ArchiveError(f"{path}: not a readable HDF5 file ({exc})") from exc
+    with src:
+        missing = [k for k in keep if k not in src]
+        if missing:
+            raise ArchiveError(f"{path}: datasets {missing} missing (have {sorted(src)})")
+        with atomic_path(path) as tmp:
+            with h5py.File(tmp, "w") as dst:
+                for name in keep:
+                    src.copy(src[name], dst, name=name)
 
 
 def _h5_slimmer(keep: list[str]) -> Callable[[Path], None]:
     """An on_member hook keeping only the datasets `keep` of each extracted .h5 file."""
-    from salt.data.sources.hls4ml import slim_h5
 
     def hook(path: Path) -> None:
         if path.suffix == ".h5":
@@ -274,7 +294,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         files = extract(args.archive, args.output_dir, members_glob=args.members_glob, done=args.done,
                         on_member=hook)
-    except (ArchiveError, RecordError) as exc:
+    except ArchiveError as exc:
         print(f"salt extract: error: {exc}", file=sys.stderr)
         return 1
     print(f"extracted {len(files)} files from {args.archive} into {args.output_dir}")

@@ -90,7 +90,7 @@ def _fastjet_postorder(p4: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, 
     import awkward as ak
     import fastjet
 
-    # FastJet prints its banner to stdout on the first clustering (salt.data.sources.pythia
+    # FastJet prints its banner to stdout on the first clustering (salt.data.pythia
     # silences it the same way); the citation is in the README.
     fastjet._swig.ClusterSequence.set_fastjet_banner_stream(None)
     offsets = np.zeros(len(counts) + 1, dtype=np.int64)

@@ -1,5 +1,7 @@
 """Fetch a dataset's raw files: resumable, retried, md5-checked; or link files staged locally.
 
+What to fetch (URL and md5 per file) is each source's catalogue (`salt.data.sources`).
+
 The real files are large (JetClass is ~190 GB in 12 tars) and come from Zenodo, which
 throttles (429) and drops connections, so a download must survive interruptions without
 starting over and must never leave a file that looks finished but is not:
@@ -8,7 +10,7 @@ starting over and must never leave a file that looks finished but is not:
   (hashing the bytes already there first) and starts clean if the server ignores Range;
 - dropped connections, timeouts, 5xx and 429 are retried with exponential backoff
   (``Retry-After`` honoured); the retry budget is per stretch without progress;
-- the md5 is computed while streaming and checked against the table below (hard-coded,
+- the md5 is computed while streaming and checked against the source's catalogue (hard-coded,
   so no API call is needed at run time) before the rename to the final name; a mismatch
   deletes the partial file and raises an error naming file, expected and actual md5 (after
   one fresh download if the bad bytes may have come from an earlier run's partial file).
@@ -34,13 +36,13 @@ import re
 import sys
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 
 import requests
 import urllib3
 from tqdm import tqdm
 
+from salt.data.sources import MODULES, Catalogue, FileSpec, get
 from salt.provenance import file_md5
 
 log = logging.getLogger(__name__)
@@ -52,86 +54,16 @@ BACKOFF = 2.0  # seconds before the first retry; doubles each time
 MAX_BACKOFF = 300.0  # cap on any single wait, Retry-After included
 
 
-@dataclass(frozen=True)
-class FileSpec:
-    md5: str | None  # None: no published checksum; pinned by the sidecar on first download
-    size: int | None = None  # exact bytes, checked before the md5 (no real entry has a verified one yet)
-    # What an archive holds, when the layout is known in advance: member paths, or folders
-    # (ending in "/") that are read as one unit. None: the members are only known after
-    # extraction (the workflow then lists them with a checkpoint).
-    members: tuple[str, ...] | None = None
-    # True: the download is itself one raw file (an h5 or npz, no archive), read where it lies.
-    plain: bool = False
+def _catalogues() -> dict[str, Catalogue]:
+    """Every downloadable dataset's catalogue, from the sources' descriptors (plus JetClass's
+    100k-jet example file, which no dataset config uses but users fetch to look at the format)."""
+    from salt.data.sources.jetclass import EXAMPLE
+
+    out = {name: get(name).catalogue for name in MODULES if get(name).catalogue is not None}
+    return out | {"jetclass_example": EXAMPLE}
 
 
-@dataclass(frozen=True)
-class Dataset:
-    url: str  # template with {name}; a mirror base URL replaces it by "<base>/{name}"
-    files: Mapping[str, FileSpec]
-
-
-# JetClass file-name prefixes in label order (QCD, Hbb, Hcc, Hgg, H4q, Hqql, Zqq, Wqq, Tbqq, Tbl).
-JETCLASS_PROCESSES = ("ZJetsToNuNu", "HToBB", "HToCC", "HToGG", "HToWW4Q", "HToWW2Q1L", "ZToQQ", "WToQQ",
-                      "TTBar", "TTBarLep")
-MODELNET10_CLASSES = ("bathtub", "bed", "chair", "desk", "dresser", "monitor", "night_stand", "sofa", "table",
-                      "toilet")
-
-
-def _jetclass_members(folder: str, indices: range) -> tuple[str, ...]:
-    return tuple(f"{folder}/{p}_{i:03d}.root" for p in JETCLASS_PROCESSES for i in indices)
-
-
-def _jetclass_files() -> dict[str, FileSpec]:
-    md5s = ["de4fd2dca2e68ab3c85d5cfd3bcc65c3", "9722a359c5ef697bea0fbf79bf50f003",
-            "1e9f66cd1f915f9d10e90ae1d7761720", "47348fc8985319fa4806da87500482fa",
-            "6b0ce16bd93b442a8d51914466990279", "416e347512e716de51d392bee327b8e9",
-            "e9b9c1557b1b39bf0a16e4ab631ae451", "5bfc6cb285ccb7680cefa9ac82ad1a2e",
-            "540c1a0d66dfad78d2b363c5740ccf86", "668f40b3275167ff7104c48317c0ae2a"]
-    # Which of the train files 000-099 each train part holds (and under which folder) is not
-    # documented: those members are listed after extraction. Val and test are known.
-    files = {f"JetClass_Pythia_train_100M_part{i}.tar": FileSpec(m) for i, m in enumerate(md5s)}
-    files["JetClass_Pythia_val_5M.tar"] = FileSpec("7235ccb577ed85023ea3ab4d5e6160cf",
-                                                   members=_jetclass_members("val_5M", range(120, 125)))
-    files["JetClass_Pythia_test_20M.tar"] = FileSpec("64e5156d26d101adeb43b8388207d767",
-                                                     members=_jetclass_members("test_20M", range(100, 120)))
-    return files
-
-
-# Quark-gluon jets (Pythia, u/d/s quarks): md5s as published in EnergyFlow's qg_jets.py (HASHES), in
-# file order QG_jets.npz, QG_jets_1.npz ... QG_jets_19.npz.
-_QG_MD5S = (
-    "f5d052f10a79c6e8b9382637aca0ef52", "f6a1081c76a47386bc11abcf0e499552", "2628367c57ba598f4473c870d1381041",
-    "dd3ad998b0a1bd9acea2ecf029a8a921", "a56d6bb98361b55382aa8c06225e05d8", "266c688e9e6ff1cd20840692d45eaaf8",
-    "95a9f7e555fb7b1073967056b9030b11", "4ae72aaabe121bd489532c99a6bdde95", "a2b80bd4199468fde4f302d346a8c9d8",
-    "1157cbace488c70c9dcfc250f3345b06", "4b424b553e1e7f852e47ea9904bc2dcf", "ccd29c9d1abb34dd7cfb48cfc57a9695",
-    "1ed1f6f19fb8439c9811dced41d5127d", "af45818c361e11ca9b3adaba30db06ad", "488ced3ea409d7e2b196da67f7d182ec",
-    "c5e083019de6cd6a0ef12bcec1ea566b", "48605d55edff665f0c7d2f800b5a622e", "8fd47760957b5fd9adec9048b50cd1a9",
-    "d43d611484b55391e891ba31c605f792", "6753508e34014cc69714a01fca20ec38",
-)
-QG_FILES = tuple(f"QG_jets{'' if i == 0 else f'_{i}'}.npz" for i in range(20))
-
-
-# md5s: JetClass from ParT's get_datasets.py; hls4ml as published on its Zenodo record; QG from EnergyFlow.
-# Top tagging: no md5 is published with the files, so the first download's is pinned (sidecar).
-DATASETS: dict[str, Dataset] = {
-    "jetclass": Dataset("https://zenodo.org/records/6619768/files/{name}?download=1", _jetclass_files()),
-    "jetclass_example": Dataset("https://hqu.web.cern.ch/datasets/JetClass/example/{name}",
-                                {"JetClass_example_100k.root": FileSpec(None)}),
-    "hls4ml": Dataset("https://zenodo.org/records/3602260/files/{name}?download=1", {
-        # 2,725,115,104 bytes by a third party's count: not enforced, the md5 decides
-        "hls4ml_LHCjet_150p_train.tar.gz": FileSpec("af12d3a500414924e70a73b56fc49aec"),
-        "hls4ml_LHCjet_150p_val.tar.gz": FileSpec("ff902e6a02bfb4247a9068bf7ff7f6db"),
-    }),
-    # read per class/split folder: ModelNet10/<class>/{train,test}/*.off
-    "modelnet10": Dataset("http://3dvision.princeton.edu/projects/2014/3DShapeNets/{name}",
-                          {"ModelNet10.zip": FileSpec(None, members=tuple(
-                              f"ModelNet10/{c}/{s}/" for c in MODELNET10_CLASSES for s in ("train", "test")))}),
-    # pandas HDF stores, one per official split (1,211,000 / 403,000 / 404,000 jets)
-    "toptagging": Dataset("https://zenodo.org/records/2603256/files/{name}?download=1",
-                          {name: FileSpec(None, plain=True) for name in ("train.h5", "val.h5", "test.h5")}),
-    "quarkgluon": Dataset("https://zenodo.org/records/3164691/files/{name}?download=1",
-                          {name: FileSpec(md5, plain=True) for name, md5 in zip(QG_FILES, _QG_MD5S, strict=True)}),
-}
+DATASETS: dict[str, Catalogue] = _catalogues()
 
 
 class DownloadError(RuntimeError):
@@ -156,7 +88,7 @@ _NETWORK_ERRORS = (requests.ConnectionError, requests.Timeout, requests.exceptio
                    urllib3.exceptions.HTTPError)
 
 
-def file_url(dataset: Dataset, name: str, base_url: str | None = None) -> str:
+def file_url(dataset: Catalogue, name: str, base_url: str | None = None) -> str:
     if base_url:
         return f"{base_url.rstrip('/')}/{name}"
     return dataset.url.format(name=name)
@@ -174,15 +106,15 @@ def fetch(
     base_url: str | None = None,
     local_dir: str | os.PathLike[str] | None = None,
     md5: str | None = None,
-    datasets: Mapping[str, Dataset] = DATASETS,
+    datasets: Mapping[str, Catalogue] = DATASETS,
     **download_options,
 ) -> Path:
     """Make `output` the verified file `name` of `dataset`; return `output`.
 
     From `local_dir/name` (symlinked) if given, else from `base_url` or the dataset's URL.
     An existing `output` with the right md5 is kept without any transfer.
-    `md5` replaces the table's checksum (a mirror or staging area holding other bytes, tests):
-    the table is the safety net for the real data, so an override is logged as a warning.
+    `md5` replaces the catalogue's checksum (a mirror or staging area holding other bytes, tests):
+    the catalogue is the safety net for the real data, so an override is logged as a warning.
     """
     if dataset not in datasets:
         raise DownloadError(f"unknown dataset {dataset!r}; expected one of {sorted(datasets)}")

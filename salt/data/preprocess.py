@@ -32,18 +32,6 @@ from salt.data.shards import SPLITS, ShardError, ShardWriter
 log = logging.getLogger(__name__)
 
 
-def reader_options(source: str, options: dict[str, Any] | None) -> dict[str, Any]:
-    """Reader options: the source's defaults overridden by the config's.
-
-    Generated Pythia files use the JetClass schema with their own five label branches."""
-    defaults: dict[str, Any] = {}
-    if source == "pythia":
-        from salt.data.sources import pythia
-
-        defaults = {"label_branches": list(pythia.LABEL_BRANCHES), "class_names": list(pythia.CLASSES)}
-    return defaults | dict(options or {})
-
-
 def split_rng(seed: int, source: str | Path) -> np.random.Generator:
     """The split generator of one raw file: a function of the seed and the file's last two path
     components only (ModelNet10 units are folders named class/train), so it does not depend on
@@ -74,8 +62,8 @@ def preprocess(source: str, inputs: Sequence[str | Path], outputs: dict[str, str
     if missing:
         raise ValueError(f"outputs for splits {missing} missing")
     reader = sources.get(source)
-    options = reader_options(source, options)
-    fields = required_fields(features, sort, resolve_truncation(truncation, reader.KIND))
+    options = reader.reader_options(options=options)
+    fields = required_fields(features, sort, resolve_truncation(truncation, reader.kind))
     first: Record | None = None
     writers: dict[str, ShardWriter] = {}
     counts = {s: 0 for s in SPLITS}
@@ -130,7 +118,7 @@ def preprocess(source: str, inputs: Sequence[str | Path], outputs: dict[str, str
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--source", required=True, choices=sorted(sources.SOURCES), help="dataset reader")
+    parser.add_argument("--source", required=True, choices=sorted(sources.MODULES), help="dataset reader")
     parser.add_argument("--input", required=True, nargs="+", help="raw file(s) of this job")
     for s in SPLITS:
         parser.add_argument(f"--output-{s}", required=True, help=f"{s} shard to write")

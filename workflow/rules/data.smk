@@ -11,25 +11,18 @@
 # copies, and editing salt/data/download.py must not re-fetch 190 GB.
 
 
-def generate_seed(wildcards):
-    """A distinct Pythia seed per (class, chunk), below Pythia's limit of 900,000,000."""
-    cfg = dataset_cfg(wildcards.dataset)
-    cls = cfg["classes"].index(wildcards.cls)
-    return cfg["generate"]["seed"] * 100_000 + cls * 1_000 + int(wildcards.chunk)
-
-
 rule generate:
     input:
         src=SRC["generate"],
     output:
         "resources/raw/{dataset}/{cls}_{chunk}.root",
     wildcard_constraints:
-        dataset="|".join(pythia_datasets()) or "(?!)",
+        dataset=alternation(plan.generated_datasets(config)),
         cls=r"[A-Za-z0-9]+",
         chunk=r"\d{3}",
     params:
         jets=lambda wc: dataset_cfg(wc.dataset)["generate"]["jets_per_chunk"],
-        seed=generate_seed,
+        seed=lambda wc: plan.generate_seed(config, wc.dataset, wc.cls, wc.chunk),
         pt_min=lambda wc: dataset_cfg(wc.dataset)["generate"]["pt_min"],
         pt_max=lambda wc: dataset_cfg(wc.dataset)["generate"]["pt_max"],
         eta_max=lambda wc: dataset_cfg(wc.dataset)["generate"]["eta_max"],
@@ -55,9 +48,9 @@ rule download:
     output:
         "resources/raw/{dataset}/archives/{archive}",
     wildcard_constraints:
-        dataset=alternation(downloaded_datasets()),
+        dataset=alternation(plan.downloaded_datasets(config)),
         archive=alternation(
-            f for d in downloaded_datasets() for f in dataset_cfg(d)["download"]["files"]
+            f for d in plan.downloaded_datasets(config) for f in dataset_cfg(d)["download"]["files"]
         ),
     params:
         source=lambda wc: dataset_cfg(wc.dataset)["source"],
@@ -120,12 +113,9 @@ rule extract_folder:
 
 
 def h5_keep(wildcards):
-    """HLS4ML: keep only what the reader uses; the jet images go as each member is extracted."""
-    if dataset_cfg(wildcards.dataset)["source"] != "hls4ml":
-        return ""
-    from salt.data.sources.hls4ml import KEEP_DATASETS
-
-    return "--h5-keep " + ",".join(KEEP_DATASETS)
+    """Keep only the HDF5 datasets the reader uses (hls4ml: the jet images go as each member is extracted)."""
+    keep = plan.source_of(config, wildcards.dataset).keep_on_extraction
+    return "--h5-keep " + ",".join(keep) if keep else ""
 
 
 # Archives whose member names are only known once extracted (HLS4ML's jetImage_<k>_150p_<a>_<b>.h5,
@@ -137,7 +127,7 @@ checkpoint extract_archive:
     output:
         "resources/raw/{dataset}/listings/{archive}.json",
     wildcard_constraints:
-        dataset=alternation(downloaded_datasets()),
+        dataset=alternation(plan.downloaded_datasets(config)),
         archive=alternation(listed_archives()),
     params:
         outdir=lambda wc: extracted_dir(wc.dataset),
@@ -153,15 +143,6 @@ checkpoint extract_archive:
     shell:
         "salt extract {input.archive:q} --output-dir {params.outdir:q} {params.globs} {params.h5_keep}"
         " --done {output:q} > {log:q} 2>&1"
-
-
-def preprocess_config(wildcards):
-    cfg = dataset_cfg(wildcards.dataset)
-    keys = ("source", "classes", "particles", "truncation", "features", "split")
-    return as_json(
-        {k: cfg[k] for k in keys if k in cfg}
-        | {"sort": wildcards.sort, "options": reader_options(wildcards.dataset)}
-    )
 
 
 rule preprocess:
@@ -186,8 +167,8 @@ rule preprocess:
         val=lambda wc: dataset_cfg(wc.dataset)["split"]["val"],
         test=lambda wc: dataset_cfg(wc.dataset)["split"]["test"],
         seed=lambda wc: dataset_cfg(wc.dataset)["split"]["seed"],
-        options=lambda wc: as_json(reader_options(wc.dataset)),
-        config=preprocess_config,
+        options=lambda wc: as_json(plan.reader_options(config, wc.dataset)),
+        config=lambda wc: as_json(plan.preprocess_config(config, wc.dataset, wc.sort)),
     log:
         "logs/preprocess/{dataset}/{sort}/{shard}.log",
     threads: 1

@@ -15,25 +15,8 @@
 # Settings that cannot change the weights (TrainSettings.NOT_IN_RESULT, e.g. checkpoint_minutes) reach
 # `salt train` through the shell command's text, not params: Snakemake re-runs a job when a param's
 # value changes, but compares only the template of the command, so changing them retrains nothing.
-TRAIN_RUN_SETTINGS = as_json({k: config["train"][k] for k in TrainSettings.NOT_IN_RESULT if k in config["train"]})
-
-
-def train_settings(wildcards):
-    """This job's `train:` block: the variant's own schedule chosen (`schedules` keyed by variant
-    name, then by model family, else `schedule`), minus the keys that only size the job or cannot
-    change its result, so that editing another variant's schedule or the thread count retrains nothing."""
-    settings = dict(config["train"])
-    schedules = settings.pop("schedules", None) or {}
-    for key in ("threads", "gpus", *TrainSettings.NOT_IN_RESULT):
-        settings.pop(key, None)
-    family = config["variants"][wildcards.variant]["model"]
-    settings["schedule"] = schedules.get(wildcards.variant, schedules.get(family, settings["schedule"]))
-    return as_json(settings)
-
-
-def train_processes():
-    """DDP processes per training job: one per GPU (torchrun inside `salt train --nproc`)."""
-    return config["train"]["gpus"] if config["use_gpu"] else 1
+TRAIN_RUN_SETTINGS = as_json(plan.run_settings(config))
+TRAIN_PROCESSES = plan.train_processes(config)
 
 
 rule train:
@@ -47,16 +30,16 @@ rule train:
         history="results/models/{dataset}/{variant}/{sort}/seed{seed}/history.csv",
     params:
         spec=lambda wc: as_json(variant_spec(wc.dataset, wc.variant)),
-        train=train_settings,
+        train=lambda wc: as_json(plan.train_settings(config, wc.variant)),
         device=train_device(),
         outdir=lambda wc: model_dir(wc.dataset, wc.variant, wc.sort, wc.seed),
-        nproc=train_processes(),
-        threads_per_process=lambda wc, threads: max(1, threads // train_processes()),
+        nproc=TRAIN_PROCESSES,
+        threads_per_process=lambda wc, threads: max(1, threads // TRAIN_PROCESSES),
     log:
         "logs/train/{dataset}/{variant}/{sort}/seed{seed}.log",
-    threads: config["train"]["threads"] * train_processes()
+    threads: config["train"]["threads"] * TRAIN_PROCESSES
     resources:
-        gpu=train_processes() if config["use_gpu"] else 0,
+        gpu=TRAIN_PROCESSES if config["use_gpu"] else 0,
         mem_mb=8000,
         runtime=720,
     shell:

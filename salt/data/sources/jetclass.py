@@ -26,7 +26,7 @@ import uproot
 
 from salt.data.record import Record, RecordError
 from salt.data.kinematics import wrap_phi
-from salt.data.sources import entry_range, jagged_record
+from salt.data.sources import Catalogue, FileSpec, Source, entry_range, jagged_record
 
 TREE = "tree"
 KIND = "jet"
@@ -38,6 +38,33 @@ JETCLASS_LABELS = (
 )
 JETCLASS_CLASS_NAMES = tuple(name.removeprefix("label_") for name in JETCLASS_LABELS)
 CLASS_NAMES = JETCLASS_CLASS_NAMES
+
+
+# File-name prefixes of the raw files, in label order (QCD, Hbb, Hcc, Hgg, H4q, Hqql, Zqq, Wqq, Tbqq, Tbl).
+PROCESSES = ("ZJetsToNuNu", "HToBB", "HToCC", "HToGG", "HToWW4Q", "HToWW2Q1L", "ZToQQ", "WToQQ",
+             "TTBar", "TTBarLep")
+
+
+def _members(folder: str, indices: range) -> tuple[str, ...]:
+    return tuple(f"{folder}/{p}_{i:03d}.root" for p in PROCESSES for i in indices)
+
+
+def _files() -> dict[str, FileSpec]:
+    """md5s from ParT's get_datasets.py."""
+    md5s = ["de4fd2dca2e68ab3c85d5cfd3bcc65c3", "9722a359c5ef697bea0fbf79bf50f003",
+            "1e9f66cd1f915f9d10e90ae1d7761720", "47348fc8985319fa4806da87500482fa",
+            "6b0ce16bd93b442a8d51914466990279", "416e347512e716de51d392bee327b8e9",
+            "e9b9c1557b1b39bf0a16e4ab631ae451", "5bfc6cb285ccb7680cefa9ac82ad1a2e",
+            "540c1a0d66dfad78d2b363c5740ccf86", "668f40b3275167ff7104c48317c0ae2a"]
+    # Which of the train files 000-099 each train part holds (and under which folder) is not
+    # documented: those members are listed after extraction. Val and test are known.
+    files = {f"JetClass_Pythia_train_100M_part{i}.tar": FileSpec(m) for i, m in enumerate(md5s)}
+    files["JetClass_Pythia_val_5M.tar"] = FileSpec("7235ccb577ed85023ea3ab4d5e6160cf",
+                                                   members=_members("val_5M", range(120, 125)))
+    files["JetClass_Pythia_test_20M.tar"] = FileSpec("64e5156d26d101adeb43b8388207d767",
+                                                     members=_members("test_20M", range(100, 120)))
+    return files
+
 
 MOMENTUM_BRANCHES = ("part_px", "part_py", "part_pz", "part_energy")
 PARTICLE_BRANCHES = MOMENTUM_BRANCHES + ("part_deta", "part_dphi")
@@ -54,6 +81,14 @@ PID_BRANCHES = (
     "part_isPhoton", "part_isElectron", "part_isMuon",
 )
 TRACK_BRANCHES = ("part_d0val", "part_d0err", "part_dzval", "part_dzerr")
+
+SOURCE = Source(
+    "jetclass", reader=__name__, kind=KIND, label_branches=JETCLASS_LABELS, classes_option="class_names",
+    extra_features=tuple(b.removeprefix("part_") for b in PID_BRANCHES + TRACK_BRANCHES), raw_suffix=".root",
+    catalogue=Catalogue("https://zenodo.org/records/6619768/files/{name}?download=1", _files()))
+# The 100k-jet example file of the JetClass authors: no config uses it; users fetch it to look at the format.
+EXAMPLE = Catalogue("https://hqu.web.cern.ch/datasets/JetClass/example/{name}",
+                    {"JetClass_example_100k.root": FileSpec(None)})
 
 DEFAULT_STEP = 50_000
 

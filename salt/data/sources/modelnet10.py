@@ -27,11 +27,24 @@ from pathlib import Path
 import numpy as np
 
 from salt.data.record import Record, RecordError
-from salt.data.sources import jagged_record
+from salt.data.sources import Catalogue, FileSpec, Source, jagged_record
 
 KIND = "points"
 NUM_POINTS = 1024
 DEFAULT_STEP = 1_000
+CLASSES = ("bathtub", "bed", "chair", "desk", "dresser", "monitor", "night_stand", "sofa", "table", "toilet")
+
+
+def member_class(member: str) -> str:
+    """The class of an archive member ModelNet10/<class>/<split>/..."""
+    return member.split("/")[1]
+
+
+# Read per class/split folder: ModelNet10/<class>/{train,test}/*.off. No published md5.
+SOURCE = Source(
+    "modelnet10", reader=__name__, kind=KIND, classes_option="classes", member_class=member_class,
+    catalogue=Catalogue("http://3dvision.princeton.edu/projects/2014/3DShapeNets/{name}", {"ModelNet10.zip": FileSpec(
+        None, members=tuple(f"ModelNet10/{c}/{s}/" for c in CLASSES for s in ("train", "test")))}))
 
 
 def class_names(root: str | os.PathLike[str]) -> tuple[str, ...]:

@@ -26,10 +26,26 @@ import numpy as np
 
 from salt.data.kinematics import wrap_phi
 from salt.data.record import Record, RecordError
-from salt.data.sources import constituent_jets, entry_range, jagged_record
+from salt.data.sources import Catalogue, FileSpec, Source, constituent_jets, entry_range, jagged_record
 
 KIND = "jet"
 CLASS_NAMES = ("gluon", "quark")  # class index = y
+
+# Quark-gluon jets (Pythia, u/d/s quarks): md5s as published in EnergyFlow's qg_jets.py (HASHES), in
+# file order QG_jets.npz, QG_jets_1.npz ... QG_jets_19.npz.
+_MD5S = (
+    "f5d052f10a79c6e8b9382637aca0ef52", "f6a1081c76a47386bc11abcf0e499552", "2628367c57ba598f4473c870d1381041",
+    "dd3ad998b0a1bd9acea2ecf029a8a921", "a56d6bb98361b55382aa8c06225e05d8", "266c688e9e6ff1cd20840692d45eaaf8",
+    "95a9f7e555fb7b1073967056b9030b11", "4ae72aaabe121bd489532c99a6bdde95", "a2b80bd4199468fde4f302d346a8c9d8",
+    "1157cbace488c70c9dcfc250f3345b06", "4b424b553e1e7f852e47ea9904bc2dcf", "ccd29c9d1abb34dd7cfb48cfc57a9695",
+    "1ed1f6f19fb8439c9811dced41d5127d", "af45818c361e11ca9b3adaba30db06ad", "488ced3ea409d7e2b196da67f7d182ec",
+    "c5e083019de6cd6a0ef12bcec1ea566b", "48605d55edff665f0c7d2f800b5a622e", "8fd47760957b5fd9adec9048b50cd1a9",
+    "d43d611484b55391e891ba31c605f792", "6753508e34014cc69714a01fca20ec38",
+)
+FILES = tuple(f"QG_jets{'' if i == 0 else f'_{i}'}.npz" for i in range(20))
+SOURCE = Source("quarkgluon", reader=__name__, kind=KIND, class_names=CLASS_NAMES, extra_features=("rapidity", "pid"),
+                catalogue=Catalogue("https://zenodo.org/records/3164691/files/{name}?download=1",
+                                    {name: FileSpec(md5, plain=True) for name, md5 in zip(FILES, _MD5S, strict=True)}))
 DEFAULT_STEP = 50_000
 
 # GeV, by |PDG id|: the stable particles Pythia leaves in these jets (EnergyFlow's table).

@@ -74,10 +74,17 @@ import numpy as np
 
 from salt.atomic import atomic_path, write_json
 from salt.data.kinematics import wrap_phi
-from salt.data.sources.jetclass import stored_deta
+from salt.data.sources import Source
+from salt.data.sources.hls4ml import CLASS_NAMES
+from salt.data.sources.jetclass import PID_BRANCHES, stored_deta
 
-CLASSES = ("g", "q", "W", "Z", "t")  # class order, like HLS4ML
+CLASSES = CLASS_NAMES  # the HLS4ML classes, in its order
 LABEL_BRANCHES = ("label_g", "label_q", "label_Wqq", "label_Zqq", "label_Tbqq")
+# Generated files are read by the JetClass reader, with their own five label branches. A
+# config may generate a subset of the classes; the labels keep the five-class order.
+SOURCE = Source("pythia", reader="salt.data.sources.jetclass", kind="jet",
+                defaults={"label_branches": list(LABEL_BRANCHES), "class_names": list(CLASSES)},
+                extra_features=tuple(b.removeprefix("part_") for b in PID_BRANCHES))
 TREE = "tree"
 METADATA_KEY = "salt_generate"  # a TObjString beside the tree: the settings that made the file
 
@@ -174,7 +181,7 @@ def generate(
     )
     window = _Window(pt_min, pt_max, eta_max, radius, match_radius, part_pt_min)
     metadata = {
-        "generator": "salt.data.sources.pythia", "process": process, "class_index": CLASSES.index(process),
+        "generator": "salt.data.pythia", "process": process, "class_index": CLASSES.index(process),
         "classes": list(CLASSES), "label_branches": list(LABEL_BRANCHES), "seed": seed, "n_jets": n_jets,
         "pt_min": pt_min, "pt_max": pt_max, "eta_max": eta_max, "radius": radius,
         "match_radius": match_radius, "ecm": ecm, "part_pt_min": part_pt_min,
