@@ -148,15 +148,6 @@ def reader_options(config: Config, dataset: str) -> dict[str, Any]:
     return source_of(config, dataset).reader_options(cfg["classes"], cfg.get("options", {}))
 
 
-PREPROCESS_KEYS = ("source", "classes", "particles", "truncation", "features", "split")
-
-
-def preprocess_config(config: Config, dataset: str, sort: str) -> dict[str, Any]:
-    """What the shards of (dataset, sort) record as the settings that made them."""
-    cfg = config["dataset"][dataset]
-    return {k: cfg[k] for k in PREPROCESS_KEYS if k in cfg} | {"sort": sort, "options": reader_options(config, dataset)}
-
-
 def train_settings(config: Config, variant: str) -> dict[str, Any]:
     """A training job's `train:` block: the variant's own schedule chosen (`schedules` keyed by
     variant name, then by model family, else `schedule`), minus the keys that only size the job

@@ -115,13 +115,6 @@ def test_reader_options_layer_source_defaults_classes_and_config(config):
     assert plan.reader_options(config, "top") == {}
 
 
-def test_preprocess_config_records_the_settings_that_make_a_shard(config):
-    cfg = plan.preprocess_config(config, "shapes", "radius")
-    assert cfg["sort"] == "radius" and cfg["source"] == "modelnet10" and cfg["particles"] == 32
-    assert cfg["options"] == {"classes": ["chair", "bed"]}
-    assert "download" not in cfg and "truncation" not in cfg
-
-
 def test_train_settings_pick_the_schedule_and_drop_what_cannot_change_the_weights(config):
     assert plan.train_settings(config, "p2")["schedule"] == [[64, 1]]      # by variant name
     assert plan.train_settings(config, "lin")["schedule"] == [[32, 1]]     # by model family

@@ -84,3 +84,16 @@ def test_cli(tmp_path):
     d = read_shard(out["train"])
     np.testing.assert_allclose(d["particles"][..., 1][d["mask"]], np.log(d["particles"][..., 0][d["mask"]]),
                                rtol=1e-5)
+
+
+def test_files_with_other_classes_than_configured_are_refused_and_the_shards_record_their_settings(tmp_path):
+    raw = write_jetclass_file(tmp_path / "z.root", 20, seed=5)
+    out = outputs(tmp_path)
+    names = list(jetclass.JETCLASS_CLASS_NAMES)
+    with pytest.raises(RecordError, match=r"z.root: the file's classes .* differ from the configured classes"):
+        preprocess("jetclass", [raw], out, sort="kt", n_particles=8, features=["pt"], classes=names[::-1])
+    assert not any(p.exists() for p in out.values())
+    preprocess("jetclass", [raw], out, sort="kt", n_particles=8, features=["pt"], classes=names, seed=9)
+    settings = read_attrs(out["test"])["config"]
+    assert settings["classes"] == names and settings["sort"] == "kt" and settings["particles"] == 8
+    assert settings["split"] == {"fixed": None, "val": 0.15, "test": 0.15, "seed": 9}

@@ -49,12 +49,14 @@ def assign_splits(rng: np.random.Generator, n: int, val_fraction: float, test_fr
 def preprocess(source: str, inputs: Sequence[str | Path], outputs: dict[str, str | Path], *, sort: str,
                n_particles: int, features: Sequence[str], truncation: str = "auto", split: str | None = None,
                val_fraction: float = 0.15, test_fraction: float = 0.15, seed: int = 42, step: int = 50_000,
-               options: dict[str, Any] | None = None, config: dict[str, Any] | None = None,
+               options: dict[str, Any] | None = None, classes: Sequence[str] | None = None,
                progress: bool = False) -> dict[str, int]:
     """Write one shard per split from `inputs`; returns the number of objects per split.
 
     split: None draws a seeded random split; "train", "val" or "test" sends every object there.
     truncation: which N particles are kept (kinematics.TRUNCATIONS; auto = the N hardest for jets).
+    classes: the class order the caller expects (the config's); a file with other classes is an
+    error, not a silent relabelling. The shards record these arguments as the settings that made them.
     """
     if split is not None and split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS} or None, got {split!r}")
@@ -63,6 +65,9 @@ def preprocess(source: str, inputs: Sequence[str | Path], outputs: dict[str, str
         raise ValueError(f"outputs for splits {missing} missing")
     reader = sources.get(source)
     options = reader.reader_options(options=options)
+    settings = {"source": source, "classes": None if classes is None else list(classes), "particles": n_particles,
+                "truncation": truncation, "features": list(features), "sort": sort, "options": options,
+                "split": {"fixed": split, "val": val_fraction, "test": test_fraction, "seed": seed}}
     fields = required_fields(features, sort, resolve_truncation(truncation, reader.kind))
     first: Record | None = None
     writers: dict[str, ShardWriter] = {}
@@ -75,14 +80,13 @@ def preprocess(source: str, inputs: Sequence[str | Path], outputs: dict[str, str
             for rec in reader.iter_records(path, step=step, fields=fields, **options):
                 if first is None:
                     first = rec
-                    expected = (config or {}).get("classes")
-                    if expected is not None and list(expected) != list(rec.class_names):
+                    if classes is not None and list(classes) != list(rec.class_names):
                         raise RecordError(f"{path}: the file's classes {list(rec.class_names)} differ from the "
-                                          f"configured classes {list(expected)} (same names, same order)")
+                                          f"configured classes {list(classes)} (same names, same order)")
                     jet_features = list(KINDS[rec.kind][1])
                     attrs = {"classes": list(rec.class_names), "sort": sort, "kind": rec.kind,
                              "truncation": resolve_truncation(truncation, rec.kind),
-                             "config": config or {}, "source": [str(p) for p in inputs]}
+                             "config": settings, "source": [str(p) for p in inputs]}
                     for s in SPLITS:
                         writers[s] = ShardWriter(Path(outputs[s]), n_particles, features, jet_features,
                                                  dict(attrs, split=s)).__enter__()
@@ -134,7 +138,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=42, help="split seed")
     parser.add_argument("--step", type=int, default=50_000, help="objects read per chunk (bounds memory)")
     parser.add_argument("--options", default={}, type=json_value, help="JSON of reader options")
-    parser.add_argument("--config", default={}, type=json_value, help="JSON of the settings to record in the shards")
+    parser.add_argument("--classes", nargs="+", help="the class order the files must have (default: theirs)")
     parser.add_argument("--progress", action="store_true")
 
 
@@ -145,7 +149,7 @@ def main(args: argparse.Namespace) -> int:
                             sort=args.sort, n_particles=args.particles, features=args.features,
                             truncation=args.truncation, split=args.split,
                             val_fraction=args.val_fraction, test_fraction=args.test_fraction, seed=args.seed,
-                            step=args.step, options=args.options, config=args.config,
+                            step=args.step, options=args.options, classes=args.classes,
                             progress=args.progress)
     except (RecordError, ShardError, FileNotFoundError) as exc:  # bad input: the message names file and entry
         print(f"salt preprocess: error: {exc}", file=sys.stderr)

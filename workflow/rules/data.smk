@@ -168,7 +168,7 @@ rule preprocess:
         test=lambda wc: dataset_cfg(wc.dataset)["split"]["test"],
         seed=lambda wc: dataset_cfg(wc.dataset)["split"]["seed"],
         options=lambda wc: as_json(plan.reader_options(config, wc.dataset)),
-        config=lambda wc: as_json(plan.preprocess_config(config, wc.dataset, wc.sort)),
+        classes=lambda wc: " ".join(shlex.quote(c) for c in dataset_cfg(wc.dataset)["classes"]),
     log:
         "logs/preprocess/{dataset}/{sort}/{shard}.log",
     threads: 1
@@ -184,7 +184,7 @@ rule preprocess:
             " --particles {params.particles} --truncation {params.truncation} --features {params.features}"
             " {params.split}"
             " --val-fraction {params.val} --test-fraction {params.test} --seed {params.seed}"
-            " --step {step} --options {params.options:q} --config {params.config:q}"
+            " --step {step} --options {params.options:q} --classes {params.classes}"
             " --output-train {output.train} --output-val {output.val} --output-test {output.test}"
             " > {log} 2>&1"
         )
