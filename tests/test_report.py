@@ -425,6 +425,20 @@ def test_bad_inputs_name_the_file_and_key(tmp_path, run):
     assert not (tmp_path / "t").exists()
 
 
+def test_a_model_size_two_files_disagree_on_is_refused_naming_both(run, tmp_path, capsys):
+    doc = bench_doc("salt")
+    doc["cost"]["flops"] += 1  # a benchmark of another model than the one evaluated
+    other = write_bench(tmp_path, doc)
+    bench = [p for p in run["bench"] if p.stem != "salt"] + [other]
+    args = ["report", "tables", "--metrics", *map(str, run["metrics"]), "--bench", *map(str, bench),
+            "--output-dir", str(tmp_path / "t")]
+    assert salt_main(args) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"salt report: error: {other}: flops = {cost_of('salt')['flops'] + 1}") and "\n" not in err
+    assert "results/eval/pythia/salt/" in err and "Traceback" not in err
+    assert not (tmp_path / "t").exists()
+
+
 def test_partition_sweeps_group_variants_differing_only_in_p():
     specs = {v: full_spec(v) for v in SPECS}
     specs["lin8"] = dict(full_spec("linformer"), partitions=8)

@@ -29,9 +29,11 @@ from salt.attention import AttentionMaps  # noqa: E402
 from salt.metrics import aggregate, canonical_name, roc_curves  # noqa: E402
 from salt.report.inputs import (  # noqa: E402
     Bench,
+    Costs,
     Evaluation,
     dataset_label,
     group,
+    model_costs,
     ordered_sorts,
     ordered_variants,
     preferred_sort,
@@ -84,8 +86,10 @@ class Context:
     attention: AttentionMaps | None = None  # from the evaluation of the run whose maps are drawn
     colours: dict[str, str] = field(default_factory=dict)
     labels: dict[str, str] = field(default_factory=dict)
+    costs: Costs = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        self.costs = model_costs(self.evals, self.benches)
         specs = {e.variant: e.spec for e in self.evals}
         specs.update({b.variant: b.spec for b in self.benches if b.variant not in specs})
         for i, v in enumerate(ordered_variants(specs.items())):
@@ -433,7 +437,8 @@ def fig_accuracy_vs_flops(ctx: Context) -> plt.Figure:
     groups = group(ctx.evals, "variant", "sort")
     pts, meta = [], []
     for (v, s), runs in groups.items():
-        flops = runs[0].cost.get("flops_paper") or runs[0].cost.get("flops")
+        cost = ctx.costs[(runs[0].dataset, v)]
+        flops = cost["flops_paper"] or cost["flops"]
         if not flops:
             log.warning("accuracy_vs_flops: %s has no FLOP count", runs[0].path)
             continue

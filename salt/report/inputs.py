@@ -2,7 +2,9 @@
 
 Every file says what it is in its own content (a metrics.json its run's dataset, variant, sort
 and seed, a benchmark file its dataset, variant and device), never through its path, so files
-can be copied or renamed and a table never mixes a number with the wrong model.
+can be copied or renamed and a table never mixes a number with the wrong model. A model's
+size (parameters, FLOPs) is stated by both its metrics and its benchmark files; the report
+takes one value per (dataset, variant) from `model_costs`, which refuses files that disagree.
 """
 
 from __future__ import annotations
@@ -192,6 +194,33 @@ def load_attention(path: str | Path) -> AttentionMaps:
         raise ReportInputError(f"{path}: cannot read ({err.strerror or err})") from err
     except ValueError as err:
         raise ReportInputError(str(err)) from None
+
+
+COST_KEYS = ("params", "flops_paper", "flops")
+Costs = dict[tuple[str, str], dict[str, Any]]  # (dataset, variant) -> {key in COST_KEYS: value}
+
+
+def model_costs(evals: Sequence[Evaluation], benches: Sequence[Bench]) -> Costs:
+    """One size per (dataset, variant): {"params", "flops_paper", "flops"}, the same in every table and
+    figure. Metrics and benchmark files both state it (each stage computes it with salt.models.cost
+    from the spec it ran); a value two files give differently is an error naming both, since
+    one of them describes another model. A key a file lacks is taken from the others."""
+    costs: Costs = {}
+    source: dict[tuple[str, str, str], Path] = {}
+    for item in [*evals, *benches]:
+        key = (item.dataset, item.variant)
+        cost = costs.setdefault(key, dict.fromkeys(COST_KEYS))
+        for k in COST_KEYS:
+            value = item.cost.get(k)
+            if value is None:
+                continue
+            if cost[k] is None:
+                cost[k], source[(*key, k)] = value, item.path
+            elif value != cost[k]:
+                raise ReportInputError(f"{item.path}: {k} = {value} for variant {item.variant!r} on {item.dataset!r}, "
+                                       f"but {source[(*key, k)]} says {cost[k]} (one describes another model; "
+                                       "evaluate or benchmark it again)")
+    return costs
 
 
 def check_specs_agree(evals: Sequence[Evaluation]) -> None:
