@@ -11,6 +11,7 @@ import pytest
 from salt.cli import SUBCOMMANDS, main
 
 TRAIN = '{"schedule": [[8, 1]]}'
+RUN = ["--dataset", "pythia", "--variant", "salt", "--sort", "kt", "--seed", "1"]  # the identity evaluate records
 
 
 def bad_inputs(tmp: Path) -> list[tuple[str, list[str], int, str]]:
@@ -36,10 +37,13 @@ def bad_inputs(tmp: Path) -> list[tuple[str, list[str], int, str]]:
                    "--output-dir", str(tmp / "m")], 2, "--spec"),
         ("train", ["--manifest", missing, "--spec", "{}", "--train-config", '{"lr": 1}', "--seed", "1",
                    "--output-dir", str(tmp / "m")], 1, "schedule"),
-        ("evaluate", ["--model", str(text), "--manifest", missing, "--metrics", str(tmp / "m.json"),
-                      "--predictions", str(tmp / "p.npz")], 1, "notes.txt"),
-        ("evaluate", ["--model", str(tmp / "model.pt"), "--manifest", missing, "--metrics", str(tmp / "m.json"),
-                      "--predictions", str(tmp / "p.npz")], 1, "model.pt"),
+        ("evaluate", ["--model", str(text), "--manifest", missing, *RUN, "--metrics", str(tmp / "m.json"),
+                      "--predictions", str(tmp / "p.npz"), "--attention", str(tmp / "a.npz")], 1, "notes.txt"),
+        ("evaluate", ["--model", str(tmp / "model.pt"), "--manifest", missing, *RUN, "--metrics", str(tmp / "m.json"),
+                      "--predictions", str(tmp / "p.npz"), "--attention", str(tmp / "a.npz")], 1, "model.pt"),
+        ("evaluate", ["--model", str(tmp / "model.pt"), "--manifest", missing, *RUN[:-2], "--seed", "first",
+                      "--metrics", str(tmp / "m.json"), "--predictions", str(tmp / "p.npz"),
+                      "--attention", str(tmp / "a.npz")], 2, "--seed"),
         ("bench", ["--spec", "{oops", "--output", str(tmp / "b.json")], 2, "--spec"),
         ("report", ["tables", "--metrics", str(text), "--output-dir", str(tmp / "t")], 1, "notes.txt"),
         ("report", ["tables", "--metrics", missing, "--output-dir", str(tmp / "t")], 1, "missing.json"),
@@ -71,7 +75,8 @@ def test_bad_input_is_one_line_naming_it(name, index, tmp_path, capsys):
 
 def test_the_installed_command_prints_no_traceback(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "salt", "evaluate", "--model", str(tmp_path / "model.pt"),
-                           "--manifest", "m.json", "--metrics", "x.json", "--predictions", "p.npz"],
+                           "--manifest", "m.json", *RUN, "--metrics", "x.json", "--predictions", "p.npz",
+                           "--attention", "a.npz"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1
     assert proc.stderr.strip() == f"salt evaluate: error: {tmp_path / 'model.pt'}: No such file or directory"

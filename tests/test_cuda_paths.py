@@ -163,10 +163,15 @@ def test_cuda_resume_after_a_signal_gives_the_same_weights(data, tmp_path, monke
 @pytest.mark.gpu
 def test_cuda_evaluation_matches_the_cpu(data, tmp_path):
     from salt.evaluate import evaluate
+    from salt.identity import RunIdentity
 
     run(data, tmp_path / "run", "cuda")
-    on_gpu, gpu_arrays = evaluate(tmp_path / "run/model.pt", data, device="cuda")
-    on_cpu, cpu_arrays = evaluate(tmp_path / "run/model.pt", data, device="cpu")
+    identity = RunIdentity("synthetic", "linformer", "kt", SEED)
+    on_gpu, gpu_arrays, gpu_maps = evaluate(tmp_path / "run/model.pt", data, identity=identity, device="cuda")
+    on_cpu, cpu_arrays, cpu_maps = evaluate(tmp_path / "run/model.pt", data, identity=identity, device="cpu")
+    assert gpu_maps.jets.tolist() == cpu_maps.jets.tolist()
+    torch.testing.assert_close(torch.from_numpy(gpu_maps.maps), torch.from_numpy(cpu_maps.maps), rtol=1e-4, atol=1e-5,
+                               equal_nan=True)
     assert on_gpu["provenance"]["device"]["gpu"] == torch.cuda.get_device_name()
     torch.testing.assert_close(torch.from_numpy(gpu_arrays["scores"]), torch.from_numpy(cpu_arrays["scores"]),
                                rtol=1e-4, atol=1e-5)

@@ -25,7 +25,9 @@ def test_generation_depends_on_the_kinematics_and_the_reader_it_imports():
 def test_the_cost_model_is_a_source_of_evaluation_and_benchmarks_but_not_of_training():
     assert "salt/models/cost.py" in stage("evaluate")   # imported inside evaluate(): lazy imports count
     assert "salt/models/cost.py" in stage("bench")
-    assert "salt/models/cost.py" in stage("report")
+    report = stage("report")   # reads sizes and attention maps from the files; runs no model, reads no shard
+    assert not any(f.startswith(("salt/models/", "salt/data/")) for f in report), report
+    assert {"salt/attention.py", "salt/identity.py"} <= set(report) & set(stage("evaluate"))  # the files' formats
     train = stage("train")
     assert "salt/models/cost.py" not in train and "salt/models/attention.py" in train
 

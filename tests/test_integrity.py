@@ -58,11 +58,13 @@ def test_evaluation_refuses_a_test_shard_that_changed(data, tmp_path, capsys):
     entry = load_manifest(data)["splits"]["test"]["shards"][0]
     edit_in_place(Path(entry["path"]))
     rc = main(["evaluate", "--model", str(tmp_path / "model/model.pt"), "--manifest", str(data),
-               "--metrics", str(tmp_path / "metrics.json"), "--predictions", str(tmp_path / "p.npz")])
+               "--dataset", "pythia", "--variant", "salt", "--sort", "kt", "--seed", "1",
+               "--metrics", str(tmp_path / "metrics.json"), "--predictions", str(tmp_path / "p.npz"),
+               "--attention", str(tmp_path / "attention.npz")])
     assert rc == 1
     line = one_error_line(capsys, "evaluate")
     assert entry["path"] in line and entry["md5"] in line
-    assert not (tmp_path / "metrics.json").exists()
+    assert not (tmp_path / "metrics.json").exists() and not (tmp_path / "attention.npz").exists()
 
 
 def test_an_unwritable_output_directory_fails_before_the_first_epoch(data, tmp_path, capsys):

@@ -2,8 +2,8 @@
 
 The inputs are written in the exact on-disk shapes the pipeline produces: metrics.json from the
 real salt.metrics.compute_metrics on random labels and scores, predictions.npz beside it, bench
-JSON in salt.bench's contract, real HDF5 shards with a manifest and a real (untrained) model.pt
-for the attention maps. Expected numbers are recomputed here from the arrays with numpy and
+JSON in salt.bench's contract, and attention.npz from salt.attention on a real (untrained) SAL-T
+model and random jets. Expected numbers are recomputed here from the arrays with numpy and
 scikit-learn, not read back from the code under test.
 """
 
@@ -22,8 +22,11 @@ from sklearn.metrics import roc_auc_score, roc_curve
 
 from salt.cli import main as salt_main
 from salt.metrics import compute_metrics, json_safe
-from salt.report.figures import FIGURES, Context, build_figures, mean_attention, pareto_front
-from salt.report.inputs import ReportInputError, load_bench, load_evaluation, partition_sweeps
+from salt.attention import write_attention
+from salt.evaluate import attention_maps, class_mean_attention
+from salt.identity import RunIdentity
+from salt.report.figures import FIGURES, Context, build_figures, pareto_front
+from salt.report.inputs import ReportInputError, load_attention, load_bench, load_evaluation, partition_sweeps
 
 CLASSES = ["g", "q", "W", "Z", "t"]
 N = 16
@@ -55,7 +58,8 @@ def write_metrics(root: Path, dataset: str, variant: str, sort: str, seed: int, 
     d = root / f"results/eval/{dataset}/{variant}/{sort}/seed{seed}"
     d.mkdir(parents=True, exist_ok=True)
     metrics = compute_metrics(labels, scores, classes, n_particles=n_particles)
-    doc = {"metrics": metrics, "spec": spec or full_spec(variant, len(classes)), "cost": cost_of(variant),
+    doc = {"identity": {"dataset": dataset, "variant": variant, "sort": sort, "seed": seed},
+           "metrics": metrics, "spec": spec or full_spec(variant, len(classes)), "cost": cost_of(variant),
            "training": {"epochs": 3, "best_val_loss": 1.0}, "provenance": {"code_version": "test"},
            "dataset": {"manifest": f"results/shards/{dataset}/{sort}/manifest.json", "sort": sort,
                        "classes": list(classes), "features": ["pt", "deta", "dphi"], "n_particles": N,
@@ -108,36 +112,27 @@ def write_bench(root: Path, doc: dict) -> Path:
     return path
 
 
-def write_shards_and_model(root: Path, dataset: str = "pythia", names: tuple[str, ...] = ("a",)) -> tuple[Path, Path]:
-    """Real kT-sorted shards (one per name and split, as results/shards/{dataset}/kt/{split}/{name}.h5),
-    their manifest and an untrained SAL-T model.pt."""
+def write_attention_file(root: Path, dataset: str = "pythia", variant: str = "salt", sort: str = "kt",
+                         seed: int = 1, jets: int = 80) -> Path:
+    """attention.npz of an untrained model of the variant on random jets, where `salt evaluate`
+    writes it for results/eval/{dataset}/{variant}/{sort}/seed{seed}."""
     import torch
 
-    from salt.data.shards import ShardWriter, build_manifest
-    from salt.models import build_model, save_model
+    from salt.models import build_model
 
-    d = root / f"results/shards/{dataset}/kt"
-    paths: dict[str, list[Path]] = {}
-    for i, (split, n) in enumerate((("train", 60), ("val", 20), ("test", 80))):
-        for j, name in enumerate(names):
-            rng = np.random.default_rng([i, j])
-            counts = rng.integers(2, N + 1, n)
-            mask = np.arange(N)[None] < counts[:, None]
-            x = rng.gamma(2.0, 10.0, (n, N, 3)).astype(np.float32) * mask[..., None]
-            x[..., 0] = -np.sort(-x[..., 0], axis=1)
-            labels = rng.integers(0, 5, n)
-            jet = np.stack([rng.random(n), counts], axis=1).astype(np.float32)
-            attrs = {"classes": CLASSES, "sort": "kt", "kind": "jet", "split": split, "source": ["raw.root"]}
-            path = d / split / f"{name}.h5"
-            with ShardWriter(path, N, ["pt", "deta", "dphi"], ["pt", "n_particles"], attrs) as w:
-                w.append(x, mask, x[..., 0], labels, jet)
-            paths.setdefault(split, []).append(path)
-    manifest = d / "manifest.json"
-    manifest.write_text(json.dumps(build_manifest(paths)))
-    model = root / f"results/models/{dataset}/salt/kt/seed1/model.pt"
+    rng = np.random.default_rng(0)
+    counts = rng.integers(2, N + 1, jets)
+    mask = np.arange(N)[None] < counts[:, None]
+    x = rng.normal(size=(jets, N, 3)).astype(np.float32) * mask[..., None]
+    labels = rng.integers(0, 5, jets)
     torch.manual_seed(0)
-    save_model(model, build_model({"model": "salt", "particles": N, "classes": 5}))
-    return model, manifest
+    model = build_model({"model": SPECS[variant]["model"], "particles": N, "classes": 5}).eval()
+    maps = attention_maps(model, torch.from_numpy(x), torch.from_numpy(mask), labels, CLASSES,
+                          RunIdentity(dataset, variant, sort, seed), per_class=10)
+    path = root / f"results/eval/{dataset}/{variant}/{sort}/seed{seed}/attention.npz"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_attention(path, maps)
+    return path
 
 
 @pytest.fixture(scope="module")
@@ -389,29 +384,58 @@ def test_summary_names_the_best_model(run):
     assert rows["ns/jet on cpu, largest batch (lowest)"]["best"].startswith("Linformer")
 
 
-def test_bad_inputs_name_the_file_and_key(tmp_path, run):
-    wrong = tmp_path / "metrics.json"
-    wrong.write_text(run["metrics"][0].read_text())
-    with pytest.raises(ReportInputError, match=r"metrics\.json: expected a path of the form"):
-        load_evaluation(wrong)
+def test_inputs_say_what_they_are_in_their_content(tmp_path, run):
     doc = json.loads(run["metrics"][0].read_text())
-    doc["dataset"]["sort"] = "pt"
-    moved = tmp_path / "results/eval/pythia/salt/kt/seed1/metrics.json"
-    moved.parent.mkdir(parents=True)
+    moved = tmp_path / "copied/elsewhere.json"  # the path says nothing: the file does
+    moved.parent.mkdir()
     moved.write_text(json.dumps(doc))
-    with pytest.raises(ReportInputError, match="says sort 'pt', but its path says 'kt'"):
-        load_evaluation(moved)
+    e = load_evaluation(moved)
+    assert (e.dataset, e.variant, e.sort, e.seed) == ("pythia", "transformer", "kt", 1) == tuple(doc["identity"].values())
+    bench = tmp_path / "renamed.json"
+    bench.write_text(json.dumps(bench_doc("salt", device="cuda")))
+    b = load_bench(bench)
+    assert (b.dataset, b.variant, b.device) == ("pythia", "salt", "cuda")
+    a = load_attention(write_attention_file(tmp_path))
+    assert (a.identity.dataset, a.identity.variant, a.identity.sort, a.identity.seed) == ("pythia", "salt", "kt", 1)
+
+
+def test_bad_inputs_name_the_file_and_key(tmp_path, run):
+    doc = json.loads(run["metrics"][0].read_text())
+    path = tmp_path / "metrics.json"
+    old = {k: v for k, v in doc.items() if k != "identity"}  # written before files named their run
+    path.write_text(json.dumps(old))
+    with pytest.raises(ReportInputError, match=r"metrics\.json: no 'identity' entry"):
+        load_evaluation(path)
+    path.write_text(json.dumps(dict(doc, identity={k: v for k, v in doc["identity"].items() if k != "seed"})))
+    with pytest.raises(ReportInputError, match=r"metrics\.json: 'identity' has no 'seed' entry"):
+        load_evaluation(path)
+    doc["dataset"]["sort"] = "pt"
+    path.write_text(json.dumps(doc))
+    with pytest.raises(ReportInputError, match="sorted by 'pt', but its identity says sort 'kt'"):
+        load_evaluation(path)
     bench = bench_doc("salt")
     del bench["results"][3]["batch"]
     path = write_bench(tmp_path, bench)
     with pytest.raises(ReportInputError, match=r"salt\.json: results\[3\] has no 'batch' entry"):
         load_bench(path)
-    bench = bench_doc("salt")
-    bench["variant"] = "linformer"
-    path = tmp_path / "results/bench/cpu/pythia/salt.json"
-    path.write_text(json.dumps(bench))
-    with pytest.raises(ReportInputError, match="says variant 'linformer', but its path says 'salt'"):
-        load_bench(path)
+    attention = tmp_path / "attention.npz"
+    attention.write_text("not an archive")
+    with pytest.raises(ReportInputError, match=r"attention\.npz: not an attention file written by salt evaluate"):
+        load_attention(attention)
+    assert not (tmp_path / "t").exists()
+
+
+def test_a_model_size_two_files_disagree_on_is_refused_naming_both(run, tmp_path, capsys):
+    doc = bench_doc("salt")
+    doc["cost"]["flops"] += 1  # a benchmark of another model than the one evaluated
+    other = write_bench(tmp_path, doc)
+    bench = [p for p in run["bench"] if p.stem != "salt"] + [other]
+    args = ["report", "tables", "--metrics", *map(str, run["metrics"]), "--bench", *map(str, bench),
+            "--output-dir", str(tmp_path / "t")]
+    assert salt_main(args) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"salt report: error: {other}: flops = {cost_of('salt')['flops'] + 1}") and "\n" not in err
+    assert "results/eval/pythia/salt/" in err and "Traceback" not in err
     assert not (tmp_path / "t").exists()
 
 
@@ -425,17 +449,38 @@ def test_partition_sweeps_group_variants_differing_only_in_p():
 
 # --------------------------------------------------------------------------- figures
 
+class FixedMaps:
+    """A model whose first block's attention weights are given: (B, H, N, K) per jet."""
+
+    def __init__(self, maps: np.ndarray):
+        self.maps = maps
+
+    def attention_maps(self, x, mask):
+        import torch
+
+        return [torch.from_numpy(self.maps[x[:, 0, 0].long().numpy()])]
+
+
 def test_pareto_front_and_masked_attention_mean():
+    import torch
+
     pts = [(1.0, 50.0), (2.0, 49.0), (2.0, 55.0), (3.0, 60.0), (4.0, 58.0), (5.0, 61.0)]
     assert pareto_front(pts) == [0, 2, 3, 5]
-    maps = np.zeros((2, 1, 3, 2))
+    maps = np.zeros((4, 1, 3, 2), dtype=np.float32)
     maps[0, 0] = [[1.0, 0.0], [0.5, 0.5], [0.2, 0.8]]
     maps[1, 0] = [[0.0, 1.0], [0.9, 0.1], [0.7, 0.3]]
-    mask = np.array([[True, True, False], [True, False, False]])
-    mean = mean_attention(maps, mask)
-    assert mean[0, 0] == pytest.approx([0.5, 0.5])
-    assert mean[0, 1] == pytest.approx([0.5, 0.5])  # only jet 0 has particle 1
-    assert np.isnan(mean[0, 2]).all()  # no jet has particle 2
+    maps[2, 0] = 0.25  # class 1
+    maps[3, 0] = 0.75  # class 0, beyond the 2 jets per class asked for
+    mask = np.array([[True, True, False], [True, False, False], [True, True, True], [True, True, True]])
+    x = torch.arange(4.0)[:, None, None].expand(4, 3, 1)  # each jet carries its index to FixedMaps
+    mean, jets = class_mean_attention(FixedMaps(maps), x, torch.from_numpy(mask), np.array([0, 0, 1, 0]), 3,
+                                      per_class=2, batch=3)
+    assert jets.tolist() == [2, 1, 0]
+    assert mean[0, 0, 0] == pytest.approx([0.5, 0.5])
+    assert mean[0, 0, 1] == pytest.approx([0.5, 0.5])  # only jet 0 has particle 1
+    assert np.isnan(mean[0, 0, 2]).all()  # no jet of class 0 has particle 2
+    assert mean[1] == pytest.approx(np.full((1, 3, 2), 0.25))
+    assert np.isnan(mean[2]).all()  # no jets of class 2
 
 
 def _is_png(path: Path) -> bool:
@@ -443,11 +488,10 @@ def _is_png(path: Path) -> bool:
 
 
 def test_figures_are_written_from_every_input(run, tmp_path, capsys):
-    model, manifest = write_shards_and_model(tmp_path)
+    attention = write_attention_file(tmp_path)
     out = tmp_path / "figures/pythia"
     args = ["report", "figures", "--dataset", "pythia", "--metrics", *map(str, run["metrics"]),
-            "--bench", *map(str, run["bench"]), "--model", str(model), "--manifest", str(manifest),
-            "--jets-per-class", "10", "--output-dir", str(out)]
+            "--bench", *map(str, run["bench"]), "--attention", str(attention), "--output-dir", str(out)]
     assert salt_main(args) == 0
     status = json.loads(capsys.readouterr().out)
     assert status == {name: "ok" for name in FIGURES}
@@ -520,8 +564,8 @@ def test_report_rules_and_snakemake_report(tmp_path):
         for s in ("kt", "pt"):
             y, p, mult = random_run(v, s, 1)
             write_metrics(work, "pythia", v, s, 1, y, p, n_particles=mult)
+            write_attention_file(work, "pythia", v, s)  # the figure reads salt on kt's, seed 1
         write_bench(work, bench_doc(v, particles=(16, 32), batches=(1, 32)))
-    write_shards_and_model(work, names=tuple(f"{c}_000" for c in CLASSES))  # the tiny config's shard names
     only = ("--allowed-rules", "tables", "figures", "all")
     snakemake(work, *only)
     log = (work / "logs/report/figures_pythia.log").read_text()

@@ -2,9 +2,10 @@
 
     salt report tables  --metrics M.json... --bench B.json... --output-dir results/tables
     salt report figures --metrics M.json... --bench B.json... --output-dir results/figures/DATASET
-                        [--dataset DATASET] [--model model.pt --manifest manifest.json]
+                        [--dataset DATASET] [--attention attention.npz]
 
 Tables cover every dataset given; figures are per dataset (the workflow runs one job each).
+Every input is a file an earlier stage wrote; the report loads no model and no shard.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import json
 import logging
 from pathlib import Path
 
-from salt.report.inputs import ReportInputError, load_benches, load_evaluations
+from salt.report.inputs import ReportInputError, load_attention, load_benches, load_evaluations
 
 log = logging.getLogger(__name__)
 
@@ -25,15 +26,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        ("figures", "ROC, accuracy, multiplicity, latency, FLOPs and attention figures (PDF, PNG)")):
         p = sub.add_parser(name, help=text, description=text)
         p.add_argument("--metrics", nargs="*", default=[], metavar="JSON",
-                       help="metrics.json files (…/eval/{dataset}/{variant}/{sort}/seed{seed}/metrics.json)")
+                       help="metrics.json files from `salt evaluate` (each names its dataset, variant, sort and seed)")
         p.add_argument("--bench", nargs="*", default=[], metavar="JSON", help="benchmark files from `salt bench`")
         p.add_argument("--output-dir", required=True, type=Path)
         if name == "figures":
             p.add_argument("--dataset", help="the dataset these files belong to (default: the one they name)")
-            p.add_argument("--model", type=Path, help="model.pt of a SAL-T run on kT-sorted jets, for attention maps")
-            p.add_argument("--manifest", type=Path, help="manifest.json of that run's shards")
-            p.add_argument("--jets-per-class", type=int, default=200,
-                           help="test jets of each class averaged in the attention maps")
+            p.add_argument("--attention", type=Path,
+                           help="attention.npz from `salt evaluate` of the run whose maps to draw (SAL-T, kT-sorted)")
             p.add_argument("--only", nargs="*", metavar="FIGURE", help="write only these figures")
 
 
@@ -64,16 +63,16 @@ def main(args: argparse.Namespace) -> int:
 
     from salt.report.figures import FIGURES, Context, build_figures
 
-    if args.jets_per_class < 1:
-        raise ReportInputError(f"--jets-per-class must be at least 1, got {args.jets_per_class}")
     names = args.only or FIGURES
     unknown = [n for n in names if n not in FIGURES]
     if unknown:
         raise ReportInputError(f"--only: unknown figures {unknown}; expected some of {list(FIGURES)}")
-    if (args.model is None) != (args.manifest is None):
-        raise ReportInputError("--model and --manifest go together (the attention maps need both)")
-    ctx = Context(dataset=_one_dataset(args, evals, benches), evals=evals, benches=benches,
-                  model=args.model, manifest=args.manifest, jets_per_class=args.jets_per_class)
+    dataset = _one_dataset(args, evals, benches)
+    attention = None if args.attention is None else load_attention(args.attention)
+    if attention is not None and attention.identity.dataset != dataset:
+        raise ReportInputError(f"{args.attention}: attention maps of dataset {attention.identity.dataset!r}, "
+                               f"but the figures are for {dataset!r}")
+    ctx = Context(dataset=dataset, evals=evals, benches=benches, attention=attention)
     status = build_figures(ctx, args.output_dir, names)
     print(json.dumps(status, indent=1))
     return 0

@@ -25,12 +25,15 @@ import mplhep as hep  # noqa: E402
 import numpy as np  # noqa: E402
 
 from salt.atomic import atomic_path  # noqa: E402
+from salt.attention import AttentionMaps  # noqa: E402
 from salt.metrics import aggregate, canonical_name, roc_curves  # noqa: E402
 from salt.report.inputs import (  # noqa: E402
     Bench,
+    Costs,
     Evaluation,
     dataset_label,
     group,
+    model_costs,
     ordered_sorts,
     ordered_variants,
     preferred_sort,
@@ -80,13 +83,13 @@ class Context:
     dataset: str
     evals: list[Evaluation]
     benches: list[Bench]
+    attention: AttentionMaps | None = None  # from the evaluation of the run whose maps are drawn
     colours: dict[str, str] = field(default_factory=dict)
     labels: dict[str, str] = field(default_factory=dict)
-    model: Path | None = None
-    manifest: Path | None = None
-    jets_per_class: int = 200
+    costs: Costs = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        self.costs = model_costs(self.evals, self.benches)
         specs = {e.variant: e.spec for e in self.evals}
         specs.update({b.variant: b.spec for b in self.benches if b.variant not in specs})
         for i, v in enumerate(ordered_variants(specs.items())):
@@ -434,7 +437,8 @@ def fig_accuracy_vs_flops(ctx: Context) -> plt.Figure:
     groups = group(ctx.evals, "variant", "sort")
     pts, meta = [], []
     for (v, s), runs in groups.items():
-        flops = runs[0].cost.get("flops_paper") or runs[0].cost.get("flops")
+        cost = ctx.costs[(runs[0].dataset, v)]
+        flops = cost["flops_paper"] or cost["flops"]
         if not flops:
             log.warning("accuracy_vs_flops: %s has no FLOP count", runs[0].path)
             continue
@@ -469,87 +473,21 @@ def fig_accuracy_vs_flops(ctx: Context) -> plt.Figure:
 
 # ----------------------------------------------------------------------------- attention maps
 
-def sample_test_jets(manifest: dict[str, Any], per_class: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Up to `per_class` test jets of each class, read shard by shard (never the whole split), normalised."""
-    from salt.data.loader import shard_paths
-    from salt.data.shards import apply_normalisation, read_shard
-
-    n_classes = len(manifest["classes"])
-    taken = [0] * n_classes
-    parts = []
-    entries = [e for e in manifest["splits"]["test"]["shards"] if e["n_jets"] > 0]
-    for entry, path in zip(entries, shard_paths(manifest, "test")):
-        counts = entry.get("class_counts") or [1] * n_classes
-        if all(taken[k] >= per_class or not counts[k] for k in range(n_classes)):
-            continue
-        data = read_shard(path, fields=("particles", "mask", "label"))
-        keep = np.zeros(len(data["label"]), dtype=bool)
-        for k in range(n_classes):
-            idx = np.flatnonzero(data["label"] == k)[: max(per_class - taken[k], 0)]
-            keep[idx] = True
-            taken[k] += len(idx)
-        parts.append({k: v[keep] for k, v in data.items()})
-        if all(t >= per_class for t in taken):
-            break
-    if not parts:
-        raise NoData("the test split has no jets")
-    x = np.concatenate([p["particles"] for p in parts])
-    mask = np.concatenate([p["mask"] for p in parts])
-    y = np.concatenate([p["label"] for p in parts])
-    return apply_normalisation(x, mask, manifest["normalisation"]), mask, y
-
-
-def mean_attention(maps: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """(B, H, N, K) maps -> (H, N, K) mean over the jets in which query particle n is real (NaN if none)."""
-    w = mask.astype(np.float64)[:, None, :, None]
-    total = (maps * w).sum(axis=0)
-    count = w.sum(axis=0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(count > 0, total / np.maximum(count, 1), np.nan)
-
-
-def attention_by_class(model_path: Path, manifest_path: Path, per_class: int) -> dict[str, Any]:
-    """Mean attention maps of the first block per class: {'maps': {class: (H, N, K)}, 'spec', 'jets': {class: n}}."""
-    import torch
-
-    from salt.data.shards import load_manifest
-    from salt.models import load_model
-
-    manifest = load_manifest(manifest_path)
-    x, mask, y = sample_test_jets(manifest, per_class)
-    model, _ = load_model(model_path, map_location="cpu")
-    model.eval()
-    with torch.no_grad():
-        maps = model.attention_maps(torch.from_numpy(x), torch.from_numpy(mask))
-    first = maps[0].float().numpy()
-    out: dict[str, Any] = {"maps": {}, "jets": {}, "spec": model.spec.to_dict(), "sort": manifest.get("sort"),
-                           "blocks": len(maps)}
-    for k, name in enumerate(manifest["classes"]):
-        sel = y == k
-        if sel.any():
-            out["maps"][name] = mean_attention(first[sel], mask[sel])
-            out["jets"][name] = int(sel.sum())
-    return out
-
-
 def fig_attention_maps(ctx: Context) -> plt.Figure:
     """SAL-T's attention weights per head on kT-sorted test jets, averaged over jets of each class."""
-    if ctx.model is None or ctx.manifest is None:
+    if ctx.attention is None:
         raise NoData("no SAL-T model on kT-sorted jets in this run (needs variant salt, sort kt)")
-    for p in (ctx.model, ctx.manifest):
-        if not Path(p).exists():
-            raise NoData(f"{p} does not exist")
-    data = attention_by_class(Path(ctx.model), Path(ctx.manifest), ctx.jets_per_class)
-    classes = list(data["maps"])
-    if not classes:
-        raise NoData("no test jets")
-    heads = next(iter(data["maps"].values())).shape[0]
-    n_part = next(iter(data["maps"].values())).shape[1]
-    keys = next(iter(data["maps"].values())).shape[2]
-    square = keys == n_part
+    a = ctx.attention
+    per_class = a.by_class()
+    maps = {cls: m for cls, (m, _) in per_class.items()}
+    if not maps:
+        raise NoData(f"{a.identity.variant} on {a.identity.dataset}: no test jets in the attention maps")
+    classes = list(maps)
+    heads, _, keys = maps[classes[0]].shape
+    square = a.key_axis == "particle"
     # data-driven colour range: a trained head's structure is a few per cent around uniform (1/keys)
-    vmin = min(float(np.nanmin(m)) for m in data["maps"].values())
-    vmax = max(float(np.nanmax(m)) for m in data["maps"].values())
+    vmin = min(float(np.nanmin(m)) for m in maps.values())
+    vmax = max(float(np.nanmax(m)) for m in maps.values())
     panel_w, panel_h = (2.6, 2.6) if square else (3.6, 1.25 + 0.08 * keys)
     fig, axes = plt.subplots(len(classes), heads, figsize=(panel_w * heads + 1.2, panel_h * len(classes) + 0.9),
                              squeeze=False, sharex=True, sharey=True)
@@ -558,7 +496,7 @@ def fig_attention_maps(ctx: Context) -> plt.Figure:
     for i, cls in enumerate(classes):
         for h in range(heads):
             ax = axes[i][h]
-            m = data["maps"][cls][h]
+            m = maps[cls][h]
             shown = m if square else m.T  # (keys, queries): partitions on y, particles on x
             image = ax.imshow(shown, aspect="auto", origin="lower", cmap=cmap, vmin=vmin, vmax=vmax,
                               interpolation="nearest")
@@ -569,16 +507,16 @@ def fig_attention_maps(ctx: Context) -> plt.Figure:
             if i == 0:
                 ax.set_title(f"head {h + 1}", fontsize="x-small")
             if h == 0:
-                ax.set_ylabel(f"{cls} ({data['jets'][cls]} jets)\n" + ("key particle" if square else "partition"),
+                ax.set_ylabel(f"{cls} ({per_class[cls][1]} jets)\n" + ("key particle" if square else "partition"),
                               fontsize="xx-small")
             if i == len(classes) - 1:
                 ax.set_xlabel("query particle (sorted)", fontsize="xx-small")
     fig.colorbar(image, ax=axes, shrink=0.8, pad=0.02,
                  label=f"mean attention weight (uniform = 1/{keys} = {1 / keys:.3g})")
-    spec = data["spec"]
-    fig.suptitle(f"{dataset_label(ctx.dataset)}: {variant_label(spec.get('model', '?'), spec)}, "
-                 f"p = {spec.get('partitions')}, block 1 of {data['blocks']}, "
-                 f"{sort_text(data.get('sort'))}-sorted test jets ({sample_kind(ctx.dataset)})", fontsize="small")
+    spec = a.spec
+    fig.suptitle(f"{dataset_label(ctx.dataset)}: {variant_label(a.identity.variant, spec)}, "
+                 f"p = {spec.get('partitions')}, block 1 of {a.blocks}, "
+                 f"{sort_text(a.identity.sort)}-sorted test jets ({sample_kind(ctx.dataset)})", fontsize="small")
     return fig
 
 

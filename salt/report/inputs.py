@@ -1,29 +1,26 @@
-"""The report's inputs: evaluation and benchmark files, read, checked and labelled.
+"""The report's inputs: evaluation, benchmark and attention files, read, checked and labelled.
 
-A metrics.json does not name its dataset, variant or seed (they are the Snakemake
-wildcards), so the path is part of the contract:
-``…/eval/{dataset}/{variant}/{sort}/seed{seed}/metrics.json``. Everything else (spec,
-cost, metrics) comes from the file itself, so a table never mixes a number with the
-wrong model.
+Every file says what it is in its own content (a metrics.json its run's dataset, variant, sort
+and seed, a benchmark file its dataset, variant and device), never through its path, so files
+can be copied or renamed and a table never mixes a number with the wrong model. A model's
+size (parameters, FLOPs) is stated by both its metrics and its benchmark files; the report
+takes one value per (dataset, variant) from `model_costs`, which refuses files that disagree.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from salt.attention import AttentionMaps, read_attention
+from salt.identity import RunIdentity
 from salt.metrics import canonical_name, from_json_safe
 
 log = logging.getLogger(__name__)
-
-METRICS_PATH = re.compile(
-    r"(?:^|/)eval/(?P<dataset>[^/]+)/(?P<variant>[^/]+)/(?P<sort>[^/]+)/seed(?P<seed>\d+)/metrics\.json$")
-BENCH_PATH = re.compile(r"(?:^|/)bench/(?P<device>[^/]+)/(?P<dataset>[^/]+)/(?P<variant>[^/]+)\.json$")
 
 # Display order and names. Paper order: Transformer, Linformer, SAL-T (ablations before SAL-T).
 FAMILY_ORDER = ("transformer", "part", "linformer", "salt_nopartition", "salt_noconv", "salt", "salt_pair")
@@ -127,23 +124,24 @@ def _require(data: dict[str, Any], path: Path, keys: Iterable[str], kind: str) -
 
 
 def load_evaluation(path: str | Path) -> Evaluation:
-    """Read one metrics.json; its dataset, variant, sort and seed come from the path."""
+    """Read one metrics.json; its dataset, variant, sort and seed come from its 'identity' entry."""
     p = Path(path)
-    m = METRICS_PATH.search(p.as_posix())
-    if not m:
-        raise ReportInputError(
-            f"{p}: expected a path of the form …/eval/{{dataset}}/{{variant}}/{{sort}}/seed{{seed}}/metrics.json")
     data = _read_json(p)
+    try:
+        identity = RunIdentity.from_file(data, p)
+    except ValueError as err:
+        raise ReportInputError(str(err)) from None
     _require(data, p, ("metrics", "spec", "cost"), "metrics file")
     metrics = data["metrics"]
     if not isinstance(metrics, dict) or "accuracy" not in metrics:
         raise ReportInputError(f"{p}: 'metrics' must be the output of salt.metrics.compute_metrics "
                                f"(a mapping with 'accuracy')")
     info = data.get("dataset") or {}
-    if info.get("sort") not in (None, m["sort"]):
-        raise ReportInputError(f"{p}: the file says sort {info['sort']!r}, but its path says {m['sort']!r}")
-    return Evaluation(path=p, dataset=m["dataset"], variant=m["variant"], sort=m["sort"], seed=int(m["seed"]),
-                      metrics=metrics, spec=dict(data["spec"]), cost=dict(data["cost"]), info=info)
+    if info.get("sort") not in (None, identity.sort):
+        raise ReportInputError(f"{p}: the shards it was evaluated on are sorted by {info['sort']!r}, "
+                               f"but its identity says sort {identity.sort!r}")
+    return Evaluation(path=p, dataset=identity.dataset, variant=identity.variant, sort=identity.sort,
+                      seed=identity.seed, metrics=metrics, spec=dict(data["spec"]), cost=dict(data["cost"]), info=info)
 
 
 RESULT_KEYS = ("particles", "batch")
@@ -157,11 +155,6 @@ def load_bench(path: str | Path) -> Bench:
     device = data.get("device") or (data.get("device_info") or {}).get("device")
     if device is None:
         raise ReportInputError(f"{p}: benchmark file has no 'device' entry")
-    m = BENCH_PATH.search(p.as_posix())
-    if m:
-        for key, value in (("device", device), ("dataset", data["dataset"]), ("variant", data["variant"])):
-            if str(value) != m[key]:
-                raise ReportInputError(f"{p}: the file says {key} {value!r}, but its path says {m[key]!r}")
     if not isinstance(data["results"], list):
         raise ReportInputError(f"{p}: 'results' must be a list of measurements")
     for i, row in enumerate(data["results"]):
@@ -191,6 +184,43 @@ def load_evaluations(paths: Sequence[str | Path]) -> list[Evaluation]:
 
 def load_benches(paths: Sequence[str | Path]) -> list[Bench]:
     return [load_bench(p) for p in paths]
+
+
+def load_attention(path: str | Path) -> AttentionMaps:
+    """Read the attention maps `salt evaluate` wrote beside a run's metrics."""
+    try:
+        return read_attention(path)
+    except OSError as err:
+        raise ReportInputError(f"{path}: cannot read ({err.strerror or err})") from err
+    except ValueError as err:
+        raise ReportInputError(str(err)) from None
+
+
+COST_KEYS = ("params", "flops_paper", "flops")
+Costs = dict[tuple[str, str], dict[str, Any]]  # (dataset, variant) -> {key in COST_KEYS: value}
+
+
+def model_costs(evals: Sequence[Evaluation], benches: Sequence[Bench]) -> Costs:
+    """One size per (dataset, variant): {"params", "flops_paper", "flops"}, the same in every table and
+    figure. Metrics and benchmark files both state it (each stage computes it with salt.models.cost
+    from the spec it ran); a value two files give differently is an error naming both, since
+    one of them describes another model. A key a file lacks is taken from the others."""
+    costs: Costs = {}
+    source: dict[tuple[str, str, str], Path] = {}
+    for item in [*evals, *benches]:
+        key = (item.dataset, item.variant)
+        cost = costs.setdefault(key, dict.fromkeys(COST_KEYS))
+        for k in COST_KEYS:
+            value = item.cost.get(k)
+            if value is None:
+                continue
+            if cost[k] is None:
+                cost[k], source[(*key, k)] = value, item.path
+            elif value != cost[k]:
+                raise ReportInputError(f"{item.path}: {k} = {value} for variant {item.variant!r} on {item.dataset!r}, "
+                                       f"but {source[(*key, k)]} says {cost[k]} (one describes another model; "
+                                       "evaluate or benchmark it again)")
+    return costs
 
 
 def check_specs_agree(evals: Sequence[Evaluation]) -> None:

@@ -33,12 +33,14 @@ from salt.metrics import PART_WORKING_POINTS, aggregate, canonical_name, flatten
 from salt.report.inputs import (
     SORT_LATEX,
     Bench,
+    Costs,
     Evaluation,
     class_index,
     dataset_label,
     group,
     ordered_datasets,
     ordered_sorts,
+    model_costs,
     ordered_variants,
     partition_sweeps,
     sort_label,
@@ -262,7 +264,7 @@ BASE_COLUMNS = [Column("variant", "Variant", display=False), Column("model", "Mo
                 Column("n_seeds", "Seeds", "number", 0), Column("test_jets", "Test jets", "number", 0, display=False)]
 
 
-def model_rows(ds: Sequence[Evaluation], defs: Sequence[MetricDef]) -> list[dict[str, Any]]:
+def model_rows(ds: Sequence[Evaluation], defs: Sequence[MetricDef], costs: Costs) -> list[dict[str, Any]]:
     """One row per (variant, sort) of one dataset's runs: BASE_COLUMNS, the metrics over seeds, and
     the model's size (params, flops_paper)."""
     specs = _specs(ds)
@@ -277,17 +279,18 @@ def model_rows(ds: Sequence[Evaluation], defs: Sequence[MetricDef]) -> list[dict
             }
             row.update(seed_stats(runs, defs))
             row.update(background_counts(runs, defs))
-            row.update(params=runs[0].cost.get("params"), flops_paper=runs[0].cost.get("flops_paper"))
+            cost = costs[(runs[0].dataset, variant)]
+            row.update(params=cost["params"], flops_paper=cost["flops_paper"])
             rows.append(row)
     return rows
 
 
-def accuracy_tables(evals: Sequence[Evaluation]) -> list[Table]:
+def accuracy_tables(evals: Sequence[Evaluation], costs: Costs) -> list[Table]:
     tables = []
     for dataset in ordered_datasets(e.dataset for e in evals):
         ds = [e for e in evals if e.dataset == dataset]
         defs = metric_defs(ds)
-        rows = model_rows(ds, defs)
+        rows = model_rows(ds, defs, costs)
         scheme = scheme_of(ds)
         n_particles = ds[0].spec.get("particles")
         tables.append(Table(
@@ -339,8 +342,10 @@ def device_name(b: Bench) -> str:
     return str(info.get("gpu") or info.get("cpu") or b.device)
 
 
-def bench_rows(b: Bench, label: str | None = None) -> tuple[list[dict[str, Any]], list[str]]:
-    """Rows of one benchmark file at the dataset's N: one per (backend, precision, threads)."""
+def bench_rows(b: Bench, label: str | None = None, cost: dict[str, Any] | None = None
+               ) -> tuple[list[dict[str, Any]], list[str]]:
+    """Rows of one benchmark file at the dataset's N: one per (backend, precision, threads). Its
+    size columns show `cost` (the report's one value for the variant), else the file's own."""
     n = b.spec.get("particles")
     at_n = [r for r in b.results if r.get("particles") == n]
     notes = []
@@ -356,8 +361,9 @@ def bench_rows(b: Bench, label: str | None = None) -> tuple[list[dict[str, Any]]
     configs = sorted({(r.get("backend", "eager"), r.get("precision", "fp32"), r.get("threads", 1)) for r in at_n},
                      key=lambda c: (c[0] != REFERENCE_BACKEND, c[0], c[1] != REFERENCE_PRECISION, c[1], c[2] or 1e9))
     rows = []
+    size = b.cost if cost is None else cost
     base = {"variant": b.variant, "model": name,
-            "params": b.cost.get("params"), "flops_paper": b.cost.get("flops_paper"), "flops": b.cost.get("flops")}
+            "params": size.get("params"), "flops_paper": size.get("flops_paper"), "flops": size.get("flops")}
     for backend, precision, threads in configs or [(None, None, None)]:
         row = dict(base, backend=backend, precision=precision, threads=None if threads is None else _threads_label(threads))
         sel = [r for r in at_n if (r.get("backend", "eager"), r.get("precision", "fp32"), r.get("threads", 1))
@@ -428,7 +434,7 @@ def gpu_latency_table(dataset: str, device: str, benches: Sequence[Bench]) -> Ta
                  label=f"resources-{dataset}-{device}-best")
 
 
-def resource_tables(benches: Sequence[Bench]) -> list[Table]:
+def resource_tables(benches: Sequence[Bench], costs: Costs) -> list[Table]:
     tables = []
     for dataset in ordered_datasets(b.dataset for b in benches):
         ds = [b for b in benches if b.dataset == dataset]
@@ -439,7 +445,7 @@ def resource_tables(benches: Sequence[Bench]) -> list[Table]:
             notes = [RESOURCE_NOTE]
             for variant in order:
                 for b in (b for b in on if b.variant == variant):
-                    r, n = bench_rows(b)
+                    r, n = bench_rows(b, cost=costs[(b.dataset, b.variant)])
                     rows += r
                     notes += n
                     for note in n:
@@ -481,7 +487,7 @@ NO_SWEEP = ("No partition sweep in this run: no variants that differ from each o
             "(add e.g. salt_p8: {model: salt, partitions: 8} to variants and runs).")
 
 
-def partition_tables(evals: Sequence[Evaluation]) -> list[Table]:
+def partition_tables(evals: Sequence[Evaluation], costs: Costs) -> list[Table]:
     tables = []
     for dataset in ordered_datasets(e.dataset for e in evals):
         ds = [e for e in evals if e.dataset == dataset]
@@ -499,7 +505,7 @@ def partition_tables(evals: Sequence[Evaluation]) -> list[Table]:
                     if not runs:
                         continue
                     stats = seed_stats(runs, [d for d in (ACCURACY, auc, rej) if d is not None])
-                    cost = runs[0].cost
+                    cost = costs[(dataset, variant)]
                     rows.append({
                         "variant": variant, "model": fam, "partitions": specs[variant]["partitions"],
                         "sort": _sort_cell(sort), "n_seeds": len(runs), "accuracy": stats["accuracy"],
@@ -580,7 +586,7 @@ def _tie(a: Stat, b: Stat) -> bool:
     return abs(a.mean - b.mean) <= math.hypot(ua or 0.0, ub or 0.0)
 
 
-def summary_tables(evals: Sequence[Evaluation], benches: Sequence[Bench]) -> list[Table]:
+def summary_tables(evals: Sequence[Evaluation], benches: Sequence[Bench], costs: Costs) -> list[Table]:
     tables = []
     for dataset in ordered_datasets([e.dataset for e in evals] + [b.dataset for b in benches]):
         ds = [e for e in evals if e.dataset == dataset]
@@ -598,8 +604,8 @@ def summary_tables(evals: Sequence[Evaluation], benches: Sequence[Bench]) -> lis
                 if row:
                     rows.append(row)
             for key, header in (("params", "Params"), ("flops_paper", "FLOPs, paper convention"), ("flops", "FLOPs, full")):
-                cands = [Candidate(variant_label(v, specs[v]), Stat(runs[0].cost.get(key), n=1))
-                         for (v,), runs in group(ds, "variant").items()]
+                cands = [Candidate(variant_label(v, specs[v]), Stat(costs[(dataset, v)][key], n=1))
+                         for (v,) in group(ds, "variant")]
                 row = _best_row(f"{header} (fewest)", cands, False, 0)
                 if row:
                     rows.append(row)
@@ -607,7 +613,7 @@ def summary_tables(evals: Sequence[Evaluation], benches: Sequence[Bench]) -> lis
             on = [b for b in benches if b.dataset == dataset and b.device == device]
             cands = []
             for b in on:
-                rows_b, _ = bench_rows(b)
+                rows_b, _ = bench_rows(b, cost=costs[(b.dataset, b.variant)])
                 ref = [r for r in rows_b if r.get("backend") == REFERENCE_BACKEND and r.get("precision") == REFERENCE_PRECISION]
                 for r in ref or rows_b:
                     if r.get("ns_per_jet") is not None:
@@ -648,14 +654,14 @@ def binary_defs(names: Sequence[str]) -> list[MetricDef]:
     return [defs["accuracy"], defs["auc"], *rejections]
 
 
-def binary_tables(evals: Sequence[Evaluation]) -> list[Table]:
+def binary_tables(evals: Sequence[Evaluation], costs: Costs) -> list[Table]:
     tables = []
     for dataset in ordered_datasets(e.dataset for e in evals):
         ds = [e for e in evals if e.dataset == dataset]
         if scheme_of(ds) != "binary":
             continue
         defs = binary_defs(ds[0].class_names)
-        rows = model_rows(ds, defs)
+        rows = model_rows(ds, defs, costs)
         tables.append(Table(
             title=f"{dataset_label(dataset)} ({dataset}, N = {ds[0].spec.get('particles')}, "
                   f"{ds[0].spec.get('classes')} output{'s' if ds[0].spec.get('classes') != 1 else ''})",
@@ -672,12 +678,13 @@ def binary_tables(evals: Sequence[Evaluation]) -> list[Table]:
 # ----------------------------------------------------------------------------- writing
 
 def build_tables(evals: Sequence[Evaluation], benches: Sequence[Bench]) -> dict[str, list[Table]]:
+    costs = model_costs(evals, benches)
     return {
-        "accuracy": accuracy_tables(evals),
-        "resources": resource_tables(benches),
-        "partitions": partition_tables(evals),
-        "summary": summary_tables(evals, benches),
-        "binary": binary_tables(evals),
+        "accuracy": accuracy_tables(evals, costs),
+        "resources": resource_tables(benches, costs),
+        "partitions": partition_tables(evals, costs),
+        "summary": summary_tables(evals, benches, costs),
+        "binary": binary_tables(evals, costs),
     }
 
 

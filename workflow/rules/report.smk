@@ -28,7 +28,7 @@ FIGURE_NAMES = {
     "accuracy_vs_flops": "accuracy vs FLOPs",
     "attention_maps": "SAL-T attention maps",
 }
-# The run whose model the attention maps show: SAL-T on kT-sorted jets, first seed.
+# The run whose attention maps (written by its evaluation) the figure shows: SAL-T on kT-sorted jets, first seed.
 ATTENTION_VARIANT, ATTENTION_SORT = "salt", "kt"
 
 
@@ -65,23 +65,15 @@ def attention_run(dataset):
     return rows[0] if rows else None
 
 
-def attention_inputs(wildcards):
+def attention_file(wildcards):
+    """The attention maps `salt evaluate` wrote for that run, as the figures job's input, if any."""
     row = attention_run(wildcards.dataset)
-    if row is None:
-        return {}
-    d, _, s, _ = row
-    return {
-        "model": f"{model_dir(*row)}/model.pt",
-        "manifest": manifest_file(d, s),
-        "test_shards": shard_files(d, s, "test"),
-    }
+    return {} if row is None else {"attention": f"{eval_dir(*row)}/attention.npz"}
 
 
 def attention_args(wildcards):
     row = attention_run(wildcards.dataset)
-    if row is None:
-        return ""
-    return f"--model {model_dir(*row)}/model.pt --manifest {manifest_file(row[0], row[2])}"
+    return "" if row is None else f"--attention {eval_dir(*row)}/attention.npz"
 
 
 rule tables:
@@ -114,7 +106,7 @@ rule tables:
 
 rule figures:
     input:
-        unpack(attention_inputs),
+        unpack(attention_file),
         metrics=lambda wc: metrics_of(wc.dataset),
         predictions=lambda wc: predictions_of(wc.dataset),
         bench=lambda wc: bench_of(wc.dataset),

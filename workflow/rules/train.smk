@@ -1,4 +1,6 @@
 # Train every (dataset, variant, sort, seed) of the run matrix, then evaluate it on the test split.
+# Evaluation writes the run's identity (the wildcards) into its files, so later stages read what a
+# file is from its content, and the attention maps the report draws, so the report loads no model.
 #
 # Preemption and retries: `salt train` keeps results/models/.../checkpoint.pt (not a declared
 # output, so Snakemake leaves it alone when a job fails). On SIGTERM/SIGUSR1 (SLURM time limit,
@@ -60,6 +62,7 @@ rule evaluate:
     output:
         metrics="results/eval/{dataset}/{variant}/{sort}/seed{seed}/metrics.json",
         predictions="results/eval/{dataset}/{variant}/{sort}/seed{seed}/predictions.npz",
+        attention="results/eval/{dataset}/{variant}/{sort}/seed{seed}/attention.npz",
     params:
         device=train_device(),
         backend=config["evaluate_backend"],
@@ -71,5 +74,7 @@ rule evaluate:
         mem_mb=8000,
         runtime=60,
     shell:
-        "salt evaluate --model {input.model} --manifest {input.manifest} --device {params.device}"
-        " --backend {params.backend} --threads {threads} --metrics {output.metrics} --predictions {output.predictions} > {log} 2>&1"
+        "salt evaluate --model {input.model} --manifest {input.manifest} --dataset {wildcards.dataset}"
+        " --variant {wildcards.variant} --sort {wildcards.sort} --seed {wildcards.seed} --device {params.device}"
+        " --backend {params.backend} --threads {threads} --metrics {output.metrics}"
+        " --predictions {output.predictions} --attention {output.attention} > {log} 2>&1"
