@@ -46,10 +46,10 @@ from salt.training.checkpoint import Checkpoints, GlobalBest, Position, rng_stat
 from salt.training.distributed import Dist, init_distributed, resolve_device
 from salt.training.early_stopping import EarlyStopping, copy_state
 from salt.training.feeds import MemoryFeed, make_feed
-from salt.training.optim import loss_sum, make_optimizer, n_correct, seed_everything
+from salt.training.optim import make_optimizer, seed_everything
 from salt.training.settings import TrainSettings
 from salt.training.signals import EXIT_PREEMPTED, Preempted, StopSignals, signal_hook
-from salt.training.steps import Batch, EpochSums, StepVote, train_step
+from salt.training.steps import Batch, EpochSums, StepVote, train_step, validate
 
 log = logging.getLogger(__name__)
 
@@ -233,7 +233,7 @@ class _Run:
         pos = self.pos
         t0 = time.perf_counter()
         loss_total, correct_total = self.dist.sum([pos.loss_sum, float(pos.correct)])
-        val_loss, val_acc = self._validate()
+        val_loss, val_acc = validate(self.model, self.val_feed, self.settings.eval_batch, self.dist, self.dev)
         epoch_s = pos.epoch_s + time.perf_counter() - t0
         row = {"epoch": pos.epoch, "phase": pos.phase, "batch_size": batch_size, "lr": self.settings.lr,
                "loss": loss_total / pos.seen, "accuracy": correct_total / pos.seen, "val_loss": val_loss,
@@ -252,19 +252,6 @@ class _Run:
         pos.epoch_in_phase += 1
         pos.step, pos.loss_sum, pos.correct, pos.seen, pos.epoch_s = 0, 0.0, 0, 0, 0.0
         return stop
-
-    @torch.no_grad()
-    def _validate(self) -> tuple[float, float]:
-        self.model.eval()
-        loss_acc = torch.zeros((), dtype=torch.float64, device=self.dev)
-        correct_acc = torch.zeros((), dtype=torch.int64, device=self.dev)
-        for x, m, y in self.val_feed.eval_batches(self.settings.eval_batch, self.dist):
-            logits = self.model(x, m)   # fp32 even under bf16: early stopping compares exact losses
-            loss_acc += loss_sum(logits, y).double()
-            correct_acc += n_correct(logits, y)
-        loss_total, correct_total = self.dist.sum([float(loss_acc), float(correct_acc)])
-        n = len(self.val_feed)
-        return loss_total / n, correct_total / n
 
     # -- outputs ----------------------------------------------------------------
 

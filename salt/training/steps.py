@@ -1,5 +1,5 @@
-"""The optimisation steps of one epoch, without the loop's bookkeeping around them: what the
-ranks agree on before a step, the step itself, and the epoch's running sums."""
+"""The steps of one epoch, without the loop's bookkeeping around them: what the ranks agree on
+before a step, the optimizer step itself, the epoch's running sums, and the validation pass."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import torch
 
 from salt.training.checkpoint import Position
 from salt.training.distributed import Dist
+from salt.training.feeds import MemoryFeed, StreamFeed
 from salt.training.optim import loss_sum, n_correct
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]
@@ -67,3 +68,20 @@ class EpochSums:
         now = time.perf_counter()
         pos.epoch_s += now - self.t0
         self.t0 = now
+
+
+@torch.no_grad()
+def validate(model: torch.nn.Module, feed: MemoryFeed | StreamFeed, batch_size: int, dist: Dist, dev: torch.device
+             ) -> tuple[float, float]:
+    """Mean loss and accuracy over the whole split, summed over ranks. In fp32 even under bf16
+    training: early stopping compares exact losses."""
+    model.eval()
+    loss_acc = torch.zeros((), dtype=torch.float64, device=dev)
+    correct_acc = torch.zeros((), dtype=torch.int64, device=dev)
+    for x, m, y in feed.eval_batches(batch_size, dist):
+        logits = model(x, m)
+        loss_acc += loss_sum(logits, y).double()
+        correct_acc += n_correct(logits, y)
+    loss_total, correct_total = dist.sum([float(loss_acc), float(correct_acc)])
+    n = len(feed)
+    return loss_total / n, correct_total / n
