@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from salt.atomic import write_json
+from salt.cli import DeprecatedAlias
 from salt.data.shards import ShardWriter, build_manifest, load_manifest
 from salt.models import build_model
 from salt.training.distributed import Dist
@@ -87,10 +88,10 @@ def loader_rate(manifest: dict[str, Any], batch: int, workers: int, epochs: int,
             "pin_memory": device.type == "cuda"}
 
 
-def step_rate(variant: str, n_particles: int, batch: int, steps: int, device: torch.device,
+def step_rate(model_name: str, n_particles: int, batch: int, steps: int, device: torch.device,
               precision: str) -> dict[str, Any]:
     torch.manual_seed(0)
-    model = build_model({"model": variant, "particles": n_particles, "classes": 5, "features": 3}).to(device)
+    model = build_model({"model": model_name, "particles": n_particles, "classes": 5, "features": 3}).to(device)
     opt = make_optimizer(model.parameters(), TrainSettings(schedule=[(batch, 1)]))
     gen = torch.Generator().manual_seed(0)
     counts = torch.randint(1, n_particles + 1, (batch, 1), generator=gen)
@@ -115,7 +116,7 @@ def step_rate(variant: str, n_particles: int, batch: int, steps: int, device: to
         step()
     synchronize(device)
     dt = time.perf_counter() - t0
-    return {"variant": variant, "precision": precision, "threads": torch.get_num_threads(), "steps": steps,
+    return {"model": model_name, "precision": precision, "threads": torch.get_num_threads(), "steps": steps,
             "seconds": round(dt, 3), "jets_per_s": round(steps * batch / dt)}
 
 
@@ -140,7 +141,8 @@ def main() -> int:
     p.add_argument("--buffer-jets", type=int, default=16384)
     p.add_argument("--threads", type=int, default=1, help="intra-op threads of this process (the step on cpu)")
     p.add_argument("--steps", type=int, default=20)
-    p.add_argument("--variant", default="salt")
+    p.add_argument("--model", default="salt", help="ModelSpec.model of the training step")
+    p.add_argument("--variant", dest="model", action=DeprecatedAlias, use="--model", help="deprecated name of --model")
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"], help="of the training step")
     p.add_argument("--goal", type=float, default=2.0, help="the loader must reach this many times the step")
     p.add_argument("--output", help="also write the results to this JSON file")
@@ -156,8 +158,8 @@ def main() -> int:
     manifest = load_manifest(manifest_path)
     print(f"shards: {manifest_path} ({args.jets} jets, N={args.particles}; ready in {time.perf_counter() - t0:.1f} s)")
     name = device_name(device)
-    step = step_rate(args.variant, args.particles, args.batch, args.steps, device, args.precision)
-    print(f"training step ({args.variant}, {args.precision}, batch {args.batch}) on {args.device} ({name}): "
+    step = step_rate(args.model, args.particles, args.batch, args.steps, device, args.precision)
+    print(f"training step ({args.model}, {args.precision}, batch {args.batch}) on {args.device} ({name}): "
           f"{step['jets_per_s']:,} jets/s")
     loaders = []
     for w in args.workers:

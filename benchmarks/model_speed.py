@@ -10,7 +10,7 @@ prints a table and the goals, and exits 1 when a goal is missed:
 * N = 150: SAL-T >= 3x the Transformer's throughput and >= 0.75x Linformer's;
 * SAL-T time at N = 1024 / time at N = 128 <= 9 (linear in N, cache effects allowed).
 
---pair adds the pairwise-bias variants and their goals: SAL-T with the bias over
+--pair adds the pairwise-bias models and their goals: SAL-T with the bias over
 (particle, partition) pairs stays linear (time ratio 1024/128 <= 9), while the Transformer
 with ParT's N×N bias grows quadratically (ratio >= 32, half of the 64 of N²).
 
@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from salt.bench import bench_variants  # noqa: E402
+from salt.bench import bench_models  # noqa: E402
 from salt.benchmarking.runtime import tune_allocator  # noqa: E402
 
 GOALS = {
@@ -36,26 +36,26 @@ GOALS = {
     "salt_pair_time_1024_over_128": 9.0,  # time ratio, at most (--pair)
     "part_time_1024_over_128": 32.0,     # time ratio, at least (--pair): quadratic growth
 }
-VARIANTS = ["salt", "linformer", "transformer"]
-PAIR_VARIANTS = ["salt_pair", "part"]
+MODELS = ["salt", "linformer", "transformer"]
+PAIR_MODELS = ["salt_pair", "part"]
 
 
 def measure(particles: list[int], batch: int, threads: int, repeats: int, before: bool,
-            chunk_rows: int | None, variants: list[str] = VARIANTS) -> list[dict]:
+            chunk_rows: int | None, models: list[str] = MODELS) -> list[dict]:
     rows = []
     for n in particles:
         reps = repeats if n <= 512 else max(3, repeats // 2)  # the Transformer takes seconds a pass at N=1024
-        rows += bench_variants(variants, n, batch, threads=threads, repeats=reps,
-                               warmup=1, impls=("fused", "straightforward") if before else ("fused",),
-                               chunk_rows=chunk_rows)
+        rows += bench_models(models, n, batch, threads=threads, repeats=reps,
+                             warmup=1, impls=("fused", "straightforward") if before else ("fused",),
+                             chunk_rows=chunk_rows)
         print(f"  N={n} done", file=sys.stderr, flush=True)
     return rows
 
 
 def check_goals(rows: list[dict]) -> dict[str, dict]:
-    def time_of(variant: str, n: int, impl: str = "fused") -> float | None:
+    def time_of(model: str, n: int, impl: str = "fused") -> float | None:
         for r in rows:
-            if (r["variant"], r["particles"], r["impl"]) == (variant, n, impl):
+            if (r["model"], r["particles"], r["impl"]) == (model, n, impl):
                 return r["median_s"]
         return None
 
@@ -65,12 +65,12 @@ def check_goals(rows: list[dict]) -> dict[str, dict]:
         out["salt_vs_transformer_at_150"] = {"value": transformer / salt, "goal": ">= 3.0"}
     if salt and linformer:
         out["salt_vs_linformer_at_150"] = {"value": linformer / salt, "goal": ">= 0.75"}
-    for variant in ("salt", "salt_pair", "part"):
-        small, large = time_of(variant, 128), time_of(variant, 1024)
+    for model in ("salt", "salt_pair", "part"):
+        small, large = time_of(model, 128), time_of(model, 1024)
         if small and large:
-            at_least = variant == "part"
-            out[f"{variant}_time_1024_over_128"] = {
-                "value": large / small, "goal": f"{'>=' if at_least else '<='} {GOALS[f'{variant}_time_1024_over_128']}"}
+            at_least = model == "part"
+            out[f"{model}_time_1024_over_128"] = {
+                "value": large / small, "goal": f"{'>=' if at_least else '<='} {GOALS[f'{model}_time_1024_over_128']}"}
     for name, item in out.items():
         limit = GOALS[name]
         at_most = name.endswith("over_128") and not name.startswith("part")
@@ -79,15 +79,15 @@ def check_goals(rows: list[dict]) -> dict[str, dict]:
 
 
 def print_table(rows: list[dict], goals: dict[str, dict]) -> None:
-    columns = sorted({(r["variant"], r["impl"]) for r in rows},
-                     key=lambda c: ((VARIANTS + PAIR_VARIANTS).index(c[0]), c[1] != "fused"))
+    columns = sorted({(r["model"], r["impl"]) for r in rows},
+                     key=lambda c: ((MODELS + PAIR_MODELS).index(c[0]), c[1] != "fused"))
     particles = sorted({r["particles"] for r in rows})
     head = "".join(f"{v + ('' if i == 'fused' else ' (' + i + ')'):>28s}" for v, i in columns)
     print(f"{'N':>6s}{head}      jets/s")
     for n in particles:
         cells = []
         for v, i in columns:
-            match = [r for r in rows if (r["variant"], r["impl"], r["particles"]) == (v, i, n)]
+            match = [r for r in rows if (r["model"], r["impl"], r["particles"]) == (v, i, n)]
             cells.append(f"{match[0]['jets_per_s']:28,.0f}" if match else f"{'-':>28s}")
         print(f"{n:6d}{''.join(cells)}")
     print()
@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"batch {args.batch}, {args.threads} thread(s), cpu, allocator tuned: {tuned}, "
           f"chunk rows: {'default' if args.chunk_rows is None else args.chunk_rows}", flush=True)
     rows = measure(particles, args.batch, args.threads, args.repeats, args.before, args.chunk_rows,
-                   VARIANTS + PAIR_VARIANTS if args.pair else VARIANTS)
+                   MODELS + PAIR_MODELS if args.pair else MODELS)
     goals = check_goals(rows)
     print_table(rows, goals)
     if args.output:

@@ -1,38 +1,20 @@
-"""Inference speed and memory of model variants: timing functions and `salt bench`.
+"""`salt bench`: inference speed and memory of models, in two modes with their own options.
 
-Two ways to use it:
+* Comparison, ``salt bench --models salt,transformer --particles 150 --batch 1024``: model
+  families side by side in one process (`time_models`, `bench_models`). Inputs are made once,
+  every model runs its untimed warm-up passes, then the timed passes of all models are
+  interleaved round by round, so a load spike on a shared machine hits every model alike; the
+  median pass gives jets/s. benchmarks/model_speed.py builds on it.
+* Sweep, ``salt bench --spec JSON --variant V --dataset D --device cpu|cuda --sweep-particles ...``:
+  the workflow's benchmark stage (workflow/rules/bench.smk). One named variant of the config over
+  particle counts, batch sizes, thread counts, backends and precisions, each configuration in a
+  fresh process (`run_sweep`; the machinery and its rules are in salt/benchmarking/); one JSON
+  file with latency per batch and per jet, throughput, peak memory, and what was skipped and why
+  (`bench_document`).
 
-* ``salt bench --variants salt,transformer --particles 150 --batch 1024`` compares
-  variants side by side in one process (`time_models`, `bench_variants`): inputs are
-  made once, every model runs `warmup` untimed passes, then the timed passes of all
-  models are interleaved round by round, so a load spike on a shared machine hits every
-  variant alike; the median pass gives jets/s. benchmarks/model_speed.py builds on it.
-* ``salt bench --spec JSON --variant V --dataset D --device cpu|cuda --sweep-particles ...``
-  is the pipeline's benchmark stage (workflow/rules/bench.smk): one variant over a sweep
-  of particle counts, batch sizes, thread counts, backends (eager, torch.compile, CUDA
-  graphs, ONNX Runtime, and on cuda the fused Triton kernel) and precisions (fp32, bf16 autocast); one JSON file with latency
-  per batch and per jet, throughput and peak memory (`run_sweep`, `bench_document`).
-
-Sweep rules, and why:
-
-* Each configuration runs in its own fresh process, forked from a "zygote" process that
-  has only imported torch and never runs a model. Peak memory is then that configuration's
-  own, not a high-water mark left by an earlier, bigger one; no allocator cache, compiled
-  graph or CUDA state carries over; and a crash names its configuration.
-* Latency is the median over timed passes (p10 and p90 beside it) after warm-up. On CUDA
-  each pass is bracketed by CUDA events after a synchronisation, so a pass is one batch's
-  latency and not a pipelined throughput.
-* Peak memory: on CUDA, torch.cuda.max_memory_allocated after reset_peak_memory_stats,
-  with the weights and inputs already on the device (so they count). On CPU, the peak
-  resident set (VmHWM, reset through /proc/self/clear_refs) of the measuring process
-  above its resident set when it started, less the library code it paged in: weights,
-  inputs, intermediates and allocator slack. A process-wide maxrss would be monotone and
-  so would only ever report the largest configuration run so far.
-* A configuration whose estimated memory (`estimate_memory_mb`, conservative) exceeds the
-  budget is not run but recorded under "skipped" with the reason: a latency at batch 4096
-  must be a batch-4096 number, so the batch is never split to make it fit.
-* A cuda run without a visible GPU fails (`require_device`): a CPU figure filed under
-  cuda would be a lie. The CPU fallback is the config's device list.
+The modes share the names --batch, --threads, --warmup and --repeats but not their defaults,
+which are spelled out per mode (COMPARE_DEFAULTS, SWEEP_DEFAULTS); an option that only the other
+mode reads is an error rather than silently ignored.
 """
 
 from __future__ import annotations
@@ -107,18 +89,19 @@ def time_models(models: dict[str, JetClassifier], batch: int, *, device: str = "
     return out
 
 
-def bench_variants(variants: list[str], particles: int, batch: int, *, classes: int = 5, partitions: int = 4,
-                   blocks: int = 1, impls: tuple[str, ...] = ("fused",), device: str = "cpu",
-                   threads: int | None = 1, warmup: int = 2, repeats: int = 7, seed: int = 0,
-                   chunk_rows: int | None = None) -> list[dict[str, Any]]:
-    """Throughput of freshly initialised variants at one N (weights do not change the time).
+def bench_models(models: list[str], particles: int, batch: int, *, classes: int = 5, partitions: int = 4,
+                 blocks: int = 1, impls: tuple[str, ...] = ("fused",), device: str = "cpu",
+                 threads: int | None = 1, warmup: int = 2, repeats: int = 7, seed: int = 0,
+                 chunk_rows: int | None = None) -> list[dict[str, Any]]:
+    """Throughput of freshly initialised models (ModelSpec.model families) at one N: weights do not
+    change the time, so no training is needed to compare them.
 
     chunk_rows: the models' inference slicing (JetClassifier.inference_chunk_rows; None keeps
     the default, 0 turns it off)."""
-    models: dict[str, JetClassifier] = {}
+    built: dict[str, JetClassifier] = {}
     specs: dict[str, ModelSpec] = {}
-    for variant in variants:
-        spec = ModelSpec(model=variant, particles=particles, classes=classes, partitions=partitions, blocks=blocks)
+    for family in models:
+        spec = ModelSpec(model=family, particles=particles, classes=classes, partitions=partitions, blocks=blocks)
         for impl in impls:
             if impl != "fused" and spec.attention == "full":
                 continue  # full attention has one path only
@@ -126,21 +109,21 @@ def bench_variants(variants: list[str], particles: int, batch: int, *, classes: 
             model = build_model(spec, impl=impl)
             if chunk_rows is not None:
                 model.inference_chunk_rows = chunk_rows
-            models[f"{variant}/{impl}"] = model
-            specs[f"{variant}/{impl}"] = spec
-    timed = time_models(models, batch, device=device, threads=threads, warmup=warmup, repeats=repeats, seed=seed)
+            built[f"{family}/{impl}"] = model
+            specs[f"{family}/{impl}"] = spec
+    timed = time_models(built, batch, device=device, threads=threads, warmup=warmup, repeats=repeats, seed=seed)
     results = []
     for key, timing in timed.items():
-        variant, impl = key.split("/")
-        results.append({"variant": variant, "impl": impl, "particles": particles, "batch": batch,
+        family, impl = key.split("/")
+        results.append({"model": family, "impl": impl, "particles": particles, "batch": batch,
                         "threads": threads, "device": device, "spec": specs[key].to_dict(),
-                        "chunk_rows": models[key].inference_chunk_rows,
-                        "params": sum(p.numel() for p in models[key].parameters()), **timing})
+                        "chunk_rows": built[key].inference_chunk_rows,
+                        "params": sum(p.numel() for p in built[key].parameters()), **timing})
     return results
 
 
 # =============================================================================
-# The pipeline benchmark: one variant over an N sweep, each configuration in a fresh process
+# The sweep: one named variant of the config over an N sweep, each configuration in a fresh process
 
 
 def _percentile(values: Sequence[float], q: float) -> float:
@@ -333,49 +316,86 @@ def bench_document(spec: ModelSpec, *, variant: str, dataset: str, device: str, 
 # =============================================================================
 # The command line
 
+COMPARE_DEFAULTS: dict[str, Any] = {"models": "salt,linformer,transformer", "particles": "150", "batch": [1024],
+                                    "threads": [1], "warmup": 2, "repeats": 7, "classes": 5, "partitions": 4,
+                                    "blocks": 1}
+SWEEP_DEFAULTS: dict[str, Any] = {"sweep_particles": [], "batch": list(DEFAULT_BATCHES), "threads": [1], "warmup": 3,
+                                  "repeats": 20, "time_budget_s": 60.0, "seed": 0}
+# options that only one mode reads; a value given for the other mode's is refused
+COMPARE_ONLY = ("models", "particles", "classes", "partitions", "blocks")
+SWEEP_ONLY = ("variant", "dataset", "sweep_particles", "backends", "precisions", "memory_budget_gb", "time_budget_s",
+              "seed")
+
+
+def _defaults(name: str) -> str:
+    def show(value: Any) -> str:
+        return " ".join(map(str, value)) if isinstance(value, list) else str(value)
+
+    return f"comparison: {show(COMPARE_DEFAULTS[name])}; sweep: {show(SWEEP_DEFAULTS[name])}"
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--variants", default="salt,linformer,transformer",
-                        help="comparison mode: comma-separated variants (default salt,linformer,transformer)")
-    parser.add_argument("--particles", default="150", help="comparison mode: N, or a comma-separated list of N")
-    parser.add_argument("--batch", type=int, nargs="+", default=None,
-                        help="batch size(s); comparison mode takes one (default 1024), --spec mode a list "
-                             "(default 1 4096)")
-    parser.add_argument("--threads", type=int, nargs="+", default=None,
-                        help="intra-op threads, 0 = all cores; comparison mode takes one (default 1), "
-                             "--spec mode a list (default 1)")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda[:i]")
-    parser.add_argument("--classes", type=int, default=5)
-    parser.add_argument("--partitions", type=int, default=4)
-    parser.add_argument("--blocks", type=int, default=1)
-    parser.add_argument("--impl", default="fused", choices=["fused", "straightforward", "both"],
-                        help="forward path of the linear variants (default fused; both: comparison mode only)")
-    parser.add_argument("--warmup", type=int, default=None, help="untimed passes (default 2; --spec mode 3)")
-    parser.add_argument("--repeats", type=int, default=None, help="timed passes (default 7; --spec mode 20)")
-    parser.add_argument("--chunk-rows", type=int, default=None,
-                        help="inference slicing in particle rows (default: the model's, 65536; 0 = off)")
-    parser.add_argument("--no-tune-allocator", action="store_true",
-                        help="leave glibc's allocator as it is (see salt.benchmarking.runtime.tune_allocator)")
-    parser.add_argument("--output", help="also write the JSON result here (atomically)")
-    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    sweep = parser.add_argument_group("pipeline benchmark (--spec mode)")
+    from salt.cli import DeprecatedAlias
+
+    both = parser.add_argument_group("both modes")
+    both.add_argument("--device", default="cpu", help="cpu or cuda[:i]")
+    both.add_argument("--batch", type=int, nargs="+", default=None,
+                      help=f"batch size(s); the comparison takes one, the sweep a list (default {_defaults('batch')})")
+    both.add_argument("--threads", type=int, nargs="+", default=None,
+                      help=f"intra-op threads, 0 = all cores; the comparison takes one, the sweep a list "
+                           f"(default {_defaults('threads')})")
+    both.add_argument("--warmup", type=int, default=None, help=f"untimed passes (default {_defaults('warmup')})")
+    both.add_argument("--repeats", type=int, default=None, help=f"timed passes (default {_defaults('repeats')})")
+    both.add_argument("--impl", default="fused", choices=["fused", "straightforward", "both"],
+                      help="forward path of the linear-attention models (default fused; both: comparison only)")
+    both.add_argument("--chunk-rows", type=int, default=None,
+                      help="inference slicing in particle rows (default: the model's, 65536; 0 = off)")
+    both.add_argument("--no-tune-allocator", action="store_true",
+                      help="leave glibc's allocator as it is (see salt.benchmarking.runtime.tune_allocator)")
+    both.add_argument("--output", help="also write the JSON result here (atomically); the sweep needs it")
+    both.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    compare = parser.add_argument_group("comparison mode (without --spec): model families side by side")
+    compare.add_argument("--models", default=None,
+                         help=f"comma-separated models, as ModelSpec.model (default {COMPARE_DEFAULTS['models']})")
+    compare.add_argument("--variants", dest="models", action=DeprecatedAlias, use="--models",
+                         help="deprecated name of --models")
+    compare.add_argument("--particles", default=None,
+                         help=f"N, or a comma-separated list of N (default {COMPARE_DEFAULTS['particles']})")
+    for name in ("classes", "partitions", "blocks"):
+        compare.add_argument(f"--{name}", type=int, default=None, help=f"default {COMPARE_DEFAULTS[name]}")
+
+    sweep = parser.add_argument_group("sweep mode (--spec): the workflow's benchmark of one variant of the config")
     sweep.add_argument("--spec", help="model spec as JSON, e.g. '{\"model\": \"salt\", \"particles\": 150, "
                                       "\"classes\": 5}'; selects this mode")
     sweep.add_argument("--variant", help="the config's name of the variant, written into the result")
     sweep.add_argument("--dataset", help="the dataset name, written into the result")
-    sweep.add_argument("--sweep-particles", type=int, nargs="+", default=[],
+    sweep.add_argument("--sweep-particles", type=int, nargs="+", default=None,
                        help="particle counts N to measure (the spec's N is always added)")
     sweep.add_argument("--backends", nargs="+", choices=BACKENDS, default=None,
                        help="default: eager onnxruntime on cpu, eager cudagraph fused on cuda (fused: the one-kernel "
-                            "Triton forward of the linear-attention variants, fp32, cuda only)")
+                            "Triton forward of the linear-attention models, fp32, cuda only)")
     sweep.add_argument("--precisions", nargs="+", choices=PRECISIONS, default=None,
                        help="default: fp32 on cpu, fp32 bf16 on cuda (bf16 = autocast)")
     sweep.add_argument("--memory-budget-gb", type=float, default=None,
                        help=f"skip configurations estimated above this (default {DEFAULT_CPU_BUDGET_GB:g} on cpu, "
                             f"{GPU_BUDGET_SHARE * 100:.0f}%% of the GPU's memory on cuda)")  # %% : argparse formats help
-    sweep.add_argument("--time-budget-s", type=float, default=60.0,
+    sweep.add_argument("--time-budget-s", type=float, default=None,
                        help=f"stop timing a configuration after this many seconds of timed passes "
-                            f"(at least {MIN_TIMED_PASSES} passes; default 60)")
-    sweep.add_argument("--seed", type=int, default=0, help="weights and inputs")
+                            f"(at least {MIN_TIMED_PASSES} passes; default {SWEEP_DEFAULTS['time_budget_s']:g})")
+    sweep.add_argument("--seed", type=int, default=None, help=f"weights and inputs (default {SWEEP_DEFAULTS['seed']})")
+
+
+def _fill_mode(args: argparse.Namespace, defaults: dict[str, Any], foreign: tuple[str, ...], mode: str) -> str | None:
+    """Give the options left unset this mode's defaults; the error if an option of the other mode was set."""
+    given = [name for name in foreign if getattr(args, name) is not None]
+    if given:
+        option = "--" + given[0].replace("_", "-")
+        return f"{option} is not an option of the {mode} mode ({'with' if mode == 'sweep' else 'without'} --spec)"
+    for name, value in defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    return None
 
 
 def main(args: argparse.Namespace) -> int:
@@ -384,35 +404,36 @@ def main(args: argparse.Namespace) -> int:
     return _main_compare(args)
 
 
-def _main_sweep(args: argparse.Namespace) -> int:
-    def fail(message: str, code: int = 2) -> int:
-        print(f"salt bench: error: {message}", file=sys.stderr)
-        return code
+def _fail(message: str, code: int = 2) -> int:
+    print(f"salt bench: error: {message}", file=sys.stderr)
+    return code
 
+
+def _main_sweep(args: argparse.Namespace) -> int:
+    if why := _fill_mode(args, SWEEP_DEFAULTS, COMPARE_ONLY, "sweep"):
+        return _fail(why)
     try:
         spec = ModelSpec.from_dict(json.loads(args.spec))
     except json.JSONDecodeError as err:
-        return fail(f"--spec is not valid JSON ({err}): {args.spec!r}")
+        return _fail(f"--spec is not valid JSON ({err}): {args.spec!r}")
     except (TypeError, ValueError) as err:
-        return fail(f"--spec: {err}")
+        return _fail(f"--spec: {err}")
     if not args.variant or not args.dataset or not args.output:
-        return fail("--spec mode needs --variant, --dataset and --output (the names and file of the result)")
+        return _fail("--spec mode needs --variant, --dataset and --output (the names and file of the result)")
     if args.impl == "both":
-        return fail("--impl both is for the comparison mode; --spec mode measures one path")
+        return _fail("--impl both is for the comparison mode; --spec mode measures one path")
     try:
         require_device(args.device)
-        sweep = run_sweep(spec, device=args.device, particles=args.sweep_particles,
-                          batches=args.batch or list(DEFAULT_BATCHES), threads=args.threads or [1],
-                          backends=args.backends, precisions=args.precisions,
-                          repeats=20 if args.repeats is None else args.repeats,
-                          warmup=3 if args.warmup is None else args.warmup, time_budget_s=args.time_budget_s,
+        sweep = run_sweep(spec, device=args.device, particles=args.sweep_particles, batches=args.batch,
+                          threads=args.threads, backends=args.backends, precisions=args.precisions,
+                          repeats=args.repeats, warmup=args.warmup, time_budget_s=args.time_budget_s,
                           memory_budget_mb=None if args.memory_budget_gb is None else args.memory_budget_gb * 1024,
                           impl=args.impl, chunk_rows=args.chunk_rows, tune_allocator=not args.no_tune_allocator,
                           seed=args.seed)
     except ValueError as err:
-        return fail(str(err))
+        return _fail(str(err))
     except BenchError as err:
-        return fail(str(err), 1)
+        return _fail(str(err), 1)
     document = bench_document(spec, variant=args.variant, dataset=args.dataset, device=args.device, sweep=sweep)
     from salt.atomic import write_json
 
@@ -442,49 +463,41 @@ def print_sweep(document: dict[str, Any]) -> None:
 
 
 def _main_compare(args: argparse.Namespace) -> int:
-    from salt.models.spec import VARIANTS
+    from salt.models.spec import MODELS
 
-    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
-    unknown = [v for v in variants if v not in VARIANTS]
-    if not variants or unknown:
-        print(f"salt bench: error: --variants {args.variants!r}: unknown {unknown}; expected some of {sorted(VARIANTS)}",
-              file=sys.stderr)
-        return 2
+    if why := _fill_mode(args, COMPARE_DEFAULTS, SWEEP_ONLY, "comparison"):
+        return _fail(why)
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    unknown = [m for m in models if m not in MODELS]
+    if not models or unknown:
+        return _fail(f"--models {args.models!r}: unknown {unknown}; expected some of {sorted(MODELS)}")
     try:
         particle_list = [int(v) for v in args.particles.split(",") if v.strip()]
     except ValueError:
-        print(f"salt bench: error: --particles {args.particles!r}: expected integers like 150 or 128,1024", file=sys.stderr)
-        return 2
-    batches, threads_list = args.batch or [1024], args.threads or [1]
-    if len(batches) != 1 or len(threads_list) != 1:
-        print("salt bench: error: the comparison mode (--variants) takes one --batch and one --threads; "
-              "sweeps are the --spec mode's", file=sys.stderr)
-        return 2
-    batch = batches[0]
+        return _fail(f"--particles {args.particles!r}: expected integers like 150 or 128,1024")
+    if len(args.batch) != 1 or len(args.threads) != 1:
+        return _fail("the comparison mode (--models) takes one --batch and one --threads; sweeps are the --spec mode's")
+    batch = args.batch[0]
     try:
-        threads = resolve_threads(threads_list[0])
+        threads = resolve_threads(args.threads[0])
         require_device(args.device)
     except (ValueError, BenchError) as err:
-        print(f"salt bench: error: {err}", file=sys.stderr)
-        return 2
-    warmup = 2 if args.warmup is None else args.warmup
-    repeats = 7 if args.repeats is None else args.repeats
+        return _fail(str(err))
     tuned = False if args.no_tune_allocator else tune_allocator()
     impls = ("fused", "straightforward") if args.impl == "both" else (args.impl,)
     results = []
     try:
         for n in particle_list:
-            results += bench_variants(variants, n, batch, classes=args.classes, partitions=args.partitions,
-                                      blocks=args.blocks, impls=impls, device=args.device, threads=threads,
-                                      warmup=warmup, repeats=repeats, chunk_rows=args.chunk_rows)
+            results += bench_models(models, n, batch, classes=args.classes, partitions=args.partitions,
+                                    blocks=args.blocks, impls=impls, device=args.device, threads=threads,
+                                    warmup=args.warmup, repeats=args.repeats, chunk_rows=args.chunk_rows)
     except ValueError as err:
-        print(f"salt bench: error: {err}", file=sys.stderr)
-        return 2
+        return _fail(str(err))
     from salt.provenance import provenance
 
     report = {"provenance": provenance(device=args.device),
               "settings": {"batch": batch, "threads": threads, "device": args.device,
-                           "warmup": warmup, "repeats": repeats, "allocator_tuned": tuned,
+                           "warmup": args.warmup, "repeats": args.repeats, "allocator_tuned": tuned,
                            "chunk_rows": args.chunk_rows,
                            "timing": "median of interleaved passes; jets_per_s = batch / median"},
               "results": results}
@@ -496,8 +509,8 @@ def _main_compare(args: argparse.Namespace) -> int:
         print(json.dumps(report, indent=2))
     else:
         print(f"batch {batch}, {threads} thread(s), {args.device}, allocator tuned: {tuned}")
-        print(f"{'variant':18s} {'impl':16s} {'N':>5s} {'median ms':>10s} {'jets/s':>10s}")
+        print(f"{'model':18s} {'impl':16s} {'N':>5s} {'median ms':>10s} {'jets/s':>10s}")
         for r in results:
-            print(f"{r['variant']:18s} {r['impl']:16s} {r['particles']:5d} {r['median_s'] * 1e3:10.2f} "
+            print(f"{r['model']:18s} {r['impl']:16s} {r['particles']:5d} {r['median_s'] * 1e3:10.2f} "
                   f"{r['jets_per_s']:10.0f}")
     return 0

@@ -27,11 +27,11 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "extract": ("salt.data.archive", "safely extract a downloaded tar/zip archive"),
     "preprocess": ("salt.data.preprocess", "sort, cut and pad one raw file into HDF5 shards"),
     "manifest": ("salt.data.shards", "index shards and fit normalisation statistics on the train split"),
-    "train": ("salt.train", "train one model variant on one dataset/sort/seed"),
+    "train": ("salt.train", "train one model on one dataset/sort/seed"),
     "evaluate": ("salt.evaluate", "evaluate a trained model on the test split"),
-    "bench": ("salt.bench", "measure latency, throughput and memory of model variants"),
+    "bench": ("salt.bench", "measure latency, throughput and memory of models"),
     "report": ("salt.report.build", "assemble tables and figures from metrics and benchmarks"),
-    "model-info": ("salt.models.cost", "parameter and FLOP counts of a model variant"),
+    "model-info": ("salt.models.cost", "parameter and FLOP counts of a model"),
     "reference-check": ("salt.models.reference", "compare models with the authors' reference outputs"),
 }
 
@@ -54,6 +54,20 @@ def json_value(text: str) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as err:
         raise argparse.ArgumentTypeError(f"not valid JSON ({err.msg} at character {err.pos}): {text!r}") from None
+
+
+class DeprecatedAlias(argparse.Action):
+    """An option's old name, kept so that existing commands still run: it stores into the new
+    option's dest and says once on stderr which name to use instead."""
+
+    def __init__(self, option_strings: list[str], dest: str, *, use: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, **kwargs)
+        self.use = use
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        print(f"{parser.prog}: note: {option_string} is deprecated; use {self.use}", file=sys.stderr)
+        setattr(namespace, self.dest, values)
 
 
 def build_parser() -> argparse.ArgumentParser:

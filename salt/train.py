@@ -1,34 +1,15 @@
-"""Train one model variant on one (dataset, sort, seed), following the authors' protocol.
+"""`salt train`: one model on one (dataset, sort, seed), following the authors' protocol.
 
-Protocol (the authors' SAL-T4HEP training script): Adam with Keras' defaults and update rule (lr 1e-3, eps 1e-7), a
-phased batch-size schedule, cross entropy (binary for a single sigmoid output), and
-early stopping on the validation loss that behaves like one Keras `model.fit` per
-phase with `EarlyStopping(patience, restore_best_weights=True)` (TF 2.15): its state
-restarts every phase and the phase's best weights come back only if the phase stops
-early. `early_stopping: global` keeps that stopping rule but ends on the weights with
-the lowest validation loss over all phases (what the authors' ModelCheckpoint held).
+The protocol: Adam with Keras' defaults and update rule, a phased batch-size schedule, cross
+entropy, and early stopping on the validation loss that behaves like one Keras `model.fit` per
+phase (salt/training/optim.py, salt/training/early_stopping.py). This module runs it: phases
+and epochs (`_Run`), validation, the history, and model.pt with the training summary.
+`early_stopping: global` keeps the per-phase stopping rule but ends on the weights with the
+lowest validation loss over all phases (what the authors' ModelCheckpoint held).
 
-Cluster behaviour:
-
-* Resumable. An atomic `checkpoint.pt` beside model.pt holds everything a run needs
-  to continue bit for bit (weights, Adam state, position down to the batch, early
-  stopping state with its best weights, every RNG, history so far). It is written at
-  each epoch end, every `checkpoint_minutes` within an epoch, and on SIGTERM/SIGUSR1
-  (SLURM preemption, time limit, `--signal`): the trainer finishes the current step,
-  saves and exits with EXIT_PREEMPTED (75, EX_TEMPFAIL). The next attempt (Snakemake
-  `--retries`, the SLURM profile's `retries`, `sbatch --requeue`, or simply running the
-  same command again) resumes from it. It is removed once model.pt is written, and
-  ignored (with a warning) if it belongs to different settings, spec, seed or data.
-  Under Snakemake's SLURM executor the job's exit status is the inner Snakemake's (1)
-  and the profile's `retries:` resubmits it; a plain `sbatch` of `salt train` passes 75
-  on, which a site can list in slurm.conf's RequeueExit to have SLURM requeue it.
-* Distributed. Under torchrun (WORLD_SIZE > 1) each rank trains on its slice of every
-  global batch with DistributedDataParallel; losses are scaled so the gradient is the
-  mean over the global batch, as in one process. Ranks agree once per step (a small
-  gloo all-reduce) on batch sizes, end of data and stop requests.
-
-Test hook: SALT_TRAIN_SIGNAL_AT_STEP=N[:USR1] makes rank 0 send itself SIGTERM (or
-SIGUSR1) right after global step N, so tests can interrupt a run at an exact point.
+The run is resumable (salt/training/checkpoint.py), stops cleanly on SIGTERM/SIGUSR1 with exit
+status EXIT_PREEMPTED (salt/training/signals.py), and trains as DDP ranks under torchrun or
+`--nproc` (salt/training/distributed.py); the steps themselves are in salt/training/steps.py.
 """
 
 from __future__ import annotations
@@ -43,6 +24,7 @@ import signal
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from contextlib import nullcontext
 from dataclasses import asdict
 from pathlib import Path
@@ -56,17 +38,18 @@ from salt.atomic import atomic_path
 from salt.cli import json_value
 from salt.data.shards import load_manifest, verify_shards
 from salt.models.checkpoint import save_model
+from salt.models.classifier import JetClassifier
 from salt.models.registry import build_model
 from salt.models.spec import ModelSpec
 from salt.provenance import provenance
-from salt.training.checkpoint import (CHECKPOINT_FORMAT, GlobalBest, Position, load_checkpoint, rng_state, run_fingerprint,
-                                      save_checkpoint, set_rng_state)
+from salt.training.checkpoint import Checkpoints, GlobalBest, Position, rng_state, run_fingerprint, set_rng_state
 from salt.training.distributed import Dist, init_distributed, resolve_device
 from salt.training.early_stopping import EarlyStopping, copy_state
 from salt.training.feeds import MemoryFeed, make_feed
-from salt.training.optim import loss_sum, make_optimizer, n_correct, seed_everything
+from salt.training.optim import make_optimizer, seed_everything
 from salt.training.settings import TrainSettings
 from salt.training.signals import EXIT_PREEMPTED, Preempted, StopSignals, signal_hook
+from salt.training.steps import Batch, EpochSums, StepVote, train_step, validate
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +81,7 @@ def train(manifest_path: str | Path, spec: dict[str, Any], settings: TrainSettin
 
 
 class _Run:
-    """One training run: the loop of `train`, split into steps small enough to read."""
+    """One training run: the state `train` carries from step to step, epoch to epoch and attempt to attempt."""
 
     def __init__(self, manifest_path: str | Path, spec: dict[str, Any], settings: TrainSettings, seed: int,
                  dev: torch.device, out: Path, dist: Dist, signals: StopSignals) -> None:
@@ -111,18 +94,11 @@ class _Run:
             _check_writable(out)
             verify_shards(self.manifest, ("train", "val"))
         dist.barrier()
-        self.checkpoint_path = out / "checkpoint.pt"
         self.is_main = dist.rank == 0
         self.hook = signal_hook()
 
         seed_everything(seed)
-        self.model = build_model(ModelSpec.from_dict(self.spec)).to(dev)
-        if self.model.pair is not None:  # the pairwise bias reads physical pT, Δη, Δφ back from the inputs
-            self.model.pair.calibrate(self.manifest["features"], self.manifest["normalisation"])
-        self.net: torch.nn.Module = self.model
-        if dist.active:
-            self.net = torch.nn.parallel.DistributedDataParallel(
-                self.model, device_ids=[dev.index] if dev.type == "cuda" else None)
+        self.model, self.net = self._build_model()
         self.opt = make_optimizer(self.model.parameters(), settings)
         self.train_feed, train_kind = make_feed(self.manifest, "train", settings, seed, dev, dist.world,
                                                 settings.max_train_jets)
@@ -140,15 +116,26 @@ class _Run:
         self.best = GlobalBest()
         self.history: list[dict[str, Any]] = []
         self.attempt, self.elapsed_before = 1, 0.0
-        self.fingerprint = run_fingerprint(self.spec, settings, seed, self.manifest, self.loaders, dist.world)
+        self.checkpoints = Checkpoints(
+            out / "checkpoint.pt", run_fingerprint(self.spec, settings, seed, self.manifest, self.loaders, dist.world),
+            is_main=self.is_main, every_minutes=settings.checkpoint_minutes)
         self._resume()
         self.t_start = time.perf_counter()
-        self.last_save = time.monotonic()
+
+    def _build_model(self) -> tuple[JetClassifier, torch.nn.Module]:
+        """The model, and the module that trains it (the model itself, or its DDP wrapper)."""
+        model = build_model(ModelSpec.from_dict(self.spec)).to(self.dev)
+        if model.pair is not None:  # the pairwise bias reads physical pT, Δη, Δφ back from the inputs
+            model.pair.calibrate(self.manifest["features"], self.manifest["normalisation"])
+        if not self.dist.active:
+            return model, model
+        return model, torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[self.dev.index] if self.dev.type == "cuda" else None)
 
     # -- checkpoint -------------------------------------------------------------
 
     def _resume(self) -> None:
-        payload = load_checkpoint(self.checkpoint_path, self.fingerprint)
+        payload = self.checkpoints.load()
         if payload is None:
             return
         self.model.load_state_dict(payload["model"])
@@ -161,23 +148,22 @@ class _Run:
         set_rng_state(payload["rng"], self.dev)
         self.attempt = payload["attempt"] + 1
         self.elapsed_before = payload["elapsed_s"]
-        log.info("resumed from %s: attempt %d, phase %d, epoch %d, step %d in the epoch", self.checkpoint_path,
+        log.info("resumed from %s: attempt %d, phase %d, epoch %d, step %d in the epoch", self.checkpoints.path,
                  self.attempt, self.pos.phase, self.pos.epoch, self.pos.step)
 
     def _save(self, why: str) -> None:
-        if self.is_main:
-            payload = {
-                "format": CHECKPOINT_FORMAT, "fingerprint": self.fingerprint,
-                "model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
-                "position": asdict(self.pos), "early_stopping": self.early.state_dict(),
-                "global_best": asdict(self.best), "history": self.history,
-                "rng": rng_state(self.dev) | {"shuffle": self.epoch_gen_state},
-                "attempt": self.attempt, "elapsed_s": self.wall(),
-            }
-            save_checkpoint(self.checkpoint_path, payload)
-            (log.debug if why == "epoch end" else log.info)("checkpoint (%s): epoch %d, step %d in the epoch", why,
-                                                            self.pos.epoch, self.pos.step)
-        self.last_save = time.monotonic()
+        state = {} if not self.is_main else {
+            "model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
+            "position": asdict(self.pos), "early_stopping": self.early.state_dict(),
+            "global_best": asdict(self.best), "history": self.history,
+            "rng": rng_state(self.dev) | {"shuffle": self.epoch_gen_state},
+            "attempt": self.attempt, "elapsed_s": self.wall(),
+        }
+        self.checkpoints.save(state, why, self.pos)
+
+    def _stop(self) -> None:
+        self.dist.barrier()   # rank 0 has written the checkpoint before anyone exits
+        raise Preempted(self.signals.received)
 
     def wall(self) -> float:
         return self.elapsed_before + time.perf_counter() - self.t_start
@@ -206,69 +192,48 @@ class _Run:
                 self._stop()
         return self._finish()
 
-    def _stop(self) -> None:
-        self.dist.barrier()   # rank 0 has written the checkpoint before anyone exits
-        raise Preempted(self.signals.received)
-
     def _train_epoch(self, batch_size: int) -> None:
-        pos, dist = self.pos, self.dist
-        if isinstance(self.train_feed, MemoryFeed):
-            self.gen.set_state(self.epoch_gen_state)   # the same order again when resuming inside the epoch
-            perm = torch.randperm(len(self.train_feed), generator=self.gen)
-            batches = self.train_feed.train_batches(perm, batch_size, pos.step, dist)
-        else:
-            batches = self.train_feed.train_batches(pos.epoch, batch_size, pos.step, dist)
-        loss_acc = torch.tensor(pos.loss_sum, dtype=torch.float64, device=self.dev)
-        correct_acc = torch.tensor(pos.correct, dtype=torch.int64, device=self.dev)
-        t0 = time.perf_counter()
-        every = self.settings.checkpoint_minutes * 60
-        total = math.ceil(len(self.train_feed) / batch_size)
-        bar = tqdm(total=total, initial=pos.step, desc=f"epoch {pos.epoch}", leave=False, unit="batch",
-                   disable=not (self.is_main and sys.stderr.isatty()))
+        """The epoch's steps from pos.step on; a stop signal or a due checkpoint pauses between steps."""
+        pos = self.pos
+        batches = self._epoch_batches(batch_size)
+        sums = EpochSums(pos, self.dev)
+        bar = tqdm(total=math.ceil(len(self.train_feed) / batch_size), initial=pos.step, desc=f"epoch {pos.epoch}",
+                   leave=False, unit="batch", disable=not (self.is_main and sys.stderr.isatty()))
         self.net.train()
         while True:
             batch = next(batches, None)
-            n_local = 0 if batch is None or batch[3] == 0 else len(batch[2])
-            stop = self.signals.received is not None
-            save_due = every > 0 and time.monotonic() - self.last_save > every
-            n_global, exhausted, stop, save_due = (int(v) for v in dist.sum(
-                [n_local, batch is None, stop, save_due], dtype=torch.int64))
-            if exhausted:
+            vote = StepVote.take(self.dist, batch, self.signals.received is not None, self.checkpoints.due())
+            if vote.exhausted:
                 break
-            if stop or save_due:
-                pos.loss_sum, pos.correct = float(loss_acc), int(correct_acc)
-                pos.epoch_s += time.perf_counter() - t0
-                t0 = time.perf_counter()
-                self._save("signal" if stop else "interval")
-                if stop:
+            if vote.stop or vote.save_due:
+                sums.store(pos)
+                self._save("signal" if vote.stop else "interval")
+                if vote.stop:
                     bar.close()
                     self._stop()
-            x, m, y, weight = batch
-            with self.autocast:
-                logits = self.net(x, m)
-            total_loss = loss_sum(logits, y) * weight
-            # DDP averages gradients over ranks: scale so the result is the mean over the global batch
-            (total_loss * (dist.world / n_global)).backward()
-            self.opt.step()
-            self.opt.zero_grad(set_to_none=True)
-            if weight:
-                loss_acc += total_loss.detach().double()
-                correct_acc += n_correct(logits.detach(), y)
-            pos.seen += n_global
-            pos.step += 1
-            pos.global_step += 1
+            total_loss, logits = train_step(self.net, self.opt, batch, vote.n_global, self.dist.world, self.autocast)
+            if batch[3]:   # weight 0: a stand-in jet of a rank with an empty share
+                sums.add(total_loss, logits, batch[2])
+            pos.advance(vote.n_global)
             bar.update(1)
             if self.hook and self.is_main and pos.global_step == self.hook[0]:
                 os.kill(os.getpid(), self.hook[1])
         bar.close()
-        pos.loss_sum, pos.correct = float(loss_acc), int(correct_acc)
-        pos.epoch_s += time.perf_counter() - t0
+        sums.store(pos)
+
+    def _epoch_batches(self, batch_size: int) -> Iterator[Batch]:
+        """This epoch's batches from step pos.step on, in the order a run without interruption gets."""
+        if isinstance(self.train_feed, MemoryFeed):
+            self.gen.set_state(self.epoch_gen_state)
+            perm = torch.randperm(len(self.train_feed), generator=self.gen)
+            return self.train_feed.train_batches(perm, batch_size, self.pos.step, self.dist)
+        return self.train_feed.train_batches(self.pos.epoch, batch_size, self.pos.step, self.dist)
 
     def _end_epoch(self, batch_size: int) -> bool:
         pos = self.pos
         t0 = time.perf_counter()
         loss_total, correct_total = self.dist.sum([pos.loss_sum, float(pos.correct)])
-        val_loss, val_acc = self._validate()
+        val_loss, val_acc = validate(self.model, self.val_feed, self.settings.eval_batch, self.dist, self.dev)
         epoch_s = pos.epoch_s + time.perf_counter() - t0
         row = {"epoch": pos.epoch, "phase": pos.phase, "batch_size": batch_size, "lr": self.settings.lr,
                "loss": loss_total / pos.seen, "accuracy": correct_total / pos.seen, "val_loss": val_loss,
@@ -287,19 +252,6 @@ class _Run:
         pos.epoch_in_phase += 1
         pos.step, pos.loss_sum, pos.correct, pos.seen, pos.epoch_s = 0, 0.0, 0, 0, 0.0
         return stop
-
-    @torch.no_grad()
-    def _validate(self) -> tuple[float, float]:
-        self.model.eval()
-        loss_acc = torch.zeros((), dtype=torch.float64, device=self.dev)
-        correct_acc = torch.zeros((), dtype=torch.int64, device=self.dev)
-        for x, m, y in self.val_feed.eval_batches(self.settings.eval_batch, self.dist):
-            logits = self.model(x, m)   # fp32 even under bf16: early stopping compares exact losses
-            loss_acc += loss_sum(logits, y).double()
-            correct_acc += n_correct(logits, y)
-        loss_total, correct_total = self.dist.sum([float(loss_acc), float(correct_acc)])
-        n = len(self.val_feed)
-        return loss_total / n, correct_total / n
 
     # -- outputs ----------------------------------------------------------------
 
@@ -324,7 +276,7 @@ class _Run:
                 "classes": self.manifest["classes"], "features": self.manifest["features"],
                 "provenance": provenance(device=str(self.dev)),
             })
-            self.checkpoint_path.unlink(missing_ok=True)   # finished: a rerun must train afresh
+            self.checkpoints.remove()
         self.dist.barrier()
         return summary
 

@@ -41,14 +41,14 @@ def test_time_models_checks_its_arguments():
         bench.time_models({"a": a}, batch=2, repeats=0)
 
 
-def test_bench_variants_rows():
-    rows = bench.bench_variants(["salt", "transformer"], 12, 3, impls=("fused", "straightforward"),
-                                repeats=1, warmup=0, chunk_rows=0)
-    assert [(r["variant"], r["impl"]) for r in rows] == [("salt", "fused"), ("salt", "straightforward"),
+def test_bench_models_rows():
+    rows = bench.bench_models(["salt", "transformer"], 12, 3, impls=("fused", "straightforward"),
+                              repeats=1, warmup=0, chunk_rows=0)
+    assert [(r["model"], r["impl"]) for r in rows] == [("salt", "fused"), ("salt", "straightforward"),
                                                         ("transformer", "fused")]
     for r in rows:
         assert r["particles"] == 12 and r["batch"] == 3 and r["threads"] == 1 and r["chunk_rows"] == 0
-        assert r["params"] > 0 and r["spec"]["model"] == r["variant"]
+        assert r["params"] > 0 and r["spec"]["model"] == r["model"]
 
 
 def test_random_jets_are_padded_at_the_end():
@@ -68,23 +68,37 @@ def test_tune_allocator_is_idempotent():
 
 def test_cli_json_and_output_file(tmp_path, capsys):
     out_file = tmp_path / "b.json"
-    code = cli.main(["bench", "--variants", "salt,linformer,transformer", "--particles", "12,16", "--batch", "3",
+    code = cli.main(["bench", "--models", "salt,linformer,transformer", "--particles", "12,16", "--batch", "3",
                      "--threads", "1", "--device", "cpu", "--repeats", "1", "--warmup", "0", "--json",
                      "--output", str(out_file)])
     assert code == 0
     report = json.loads(capsys.readouterr().out)
     assert json.loads(out_file.read_text()) == report
     assert report["settings"]["batch"] == 3 and report["provenance"]["device"]["device"] == "cpu"
-    assert {(r["variant"], r["particles"]) for r in report["results"]} == {
+    assert {(r["model"], r["particles"]) for r in report["results"]} == {
         (v, n) for v in ("salt", "linformer", "transformer") for n in (12, 16)}
     assert all(r["jets_per_s"] > 0 for r in report["results"])
 
 
 def test_cli_errors(capsys):
-    assert cli.main(["bench", "--variants", "salt,nope"]) == 2
+    assert cli.main(["bench", "--models", "salt,nope"]) == 2
     assert "nope" in capsys.readouterr().err
     assert cli.main(["bench", "--particles", "1x"]) == 2
     assert "--particles" in capsys.readouterr().err
+
+
+def test_variants_is_a_deprecated_name_of_models(capsys):
+    assert cli.main(["bench", "--variants", "salt,nope"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == "salt bench: note: --variants is deprecated; use --models"
+    assert err[1].startswith("salt bench: error: --models 'salt,nope'")
+
+
+def test_each_mode_refuses_the_other_modes_options(capsys):
+    assert cli.main(["bench", "--models", "salt", "--sweep-particles", "8"]) == 2
+    assert "--sweep-particles is not an option of the comparison mode" in capsys.readouterr().err
+    assert cli.main(["bench", "--spec", "{}", "--particles", "8"]) == 2
+    assert "--particles is not an option of the sweep mode" in capsys.readouterr().err
 
 
 def test_speed_goal_script_runs(tmp_path):

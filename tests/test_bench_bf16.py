@@ -11,10 +11,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from salt.models import VARIANTS, ModelSpec, build_model
+from salt.models import MODELS, ModelSpec, build_model
 from salt.models.attention import IMPLEMENTATIONS
 
-CASES = [(v, impl) for v in sorted(VARIANTS) for impl in IMPLEMENTATIONS
+CASES = [(v, impl) for v in sorted(MODELS) for impl in IMPLEMENTATIONS
          if impl == "fused" or ModelSpec(model=v, particles=4, classes=2).attention != "full"]
 
 
@@ -50,7 +50,7 @@ def test_bf16_autocast_forward_matches_fp32_loosely(variant, impl, grad_mode):
     assert torch.equal(again, low)
 
 
-@pytest.mark.parametrize("variant", sorted(VARIANTS))
+@pytest.mark.parametrize("variant", sorted(MODELS))
 def test_bf16_first_then_fp32_with_mask(variant):
     """A fresh model whose first pass is bf16 (the order that crashed), with the padding mask on."""
     torch.set_num_threads(1)

@@ -250,7 +250,7 @@ def test_sweep_cli_errors(tmp_path, capsys):
     assert "cudagraph needs a cuda device" in capsys.readouterr().err
     assert run_cli(tmp_path, "--backends", "eager", "fused")[0] == 2
     assert "fused needs a cuda device" in capsys.readouterr().err
-    assert cli.main(["bench", "--variants", "salt", "--batch", "1", "2"]) == 2
+    assert cli.main(["bench", "--models", "salt", "--batch", "1", "2"]) == 2
     assert "one --batch" in capsys.readouterr().err
     assert not list(tmp_path.rglob("*.json"))
 
@@ -273,8 +273,8 @@ def test_missing_onnxruntime_is_a_note_not_a_failure(tmp_path):
     assert any("onnxruntime is not installed" in n for n in doc["notes"])
 
 
-def test_legacy_comparison_mode_takes_threads_zero(capsys):
-    assert cli.main(["bench", "--variants", "salt", "--particles", "8", "--batch", "2", "--threads", "0",
+def test_comparison_mode_takes_threads_zero(capsys):
+    assert cli.main(["bench", "--models", "salt", "--particles", "8", "--batch", "2", "--threads", "0",
                      "--repeats", "1", "--warmup", "0", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["settings"]["threads"] == len(os.sched_getaffinity(0))

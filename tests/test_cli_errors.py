@@ -47,7 +47,7 @@ def bad_inputs(tmp: Path) -> list[tuple[str, list[str], int, str]]:
         ("bench", ["--spec", "{oops", "--output", str(tmp / "b.json")], 2, "--spec"),
         ("report", ["tables", "--metrics", str(text), "--output-dir", str(tmp / "t")], 1, "notes.txt"),
         ("report", ["tables", "--metrics", missing, "--output-dir", str(tmp / "t")], 1, "missing.json"),
-        ("model-info", ["--variant", "nope", "--particles", "16", "--classes", "5"], 2, "nope"),
+        ("model-info", ["--model", "nope", "--particles", "16", "--classes", "5"], 2, "nope"),
         ("reference-check", [str(tmp / "no_fixtures")], 2, "no_fixtures"),
     ]
 

@@ -98,12 +98,12 @@ def test_true_flops_include_what_the_paper_leaves_out():
 
 
 def test_model_info_cli_json(capsys):
-    assert cli.main(["model-info", "--variant", "salt", "--particles", "150", "--classes", "5", "--json"]) == 0
+    assert cli.main(["model-info", "--model", "salt", "--particles", "150", "--classes", "5", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert (out["params"], out["flops_paper"]) == (3264, 739918)
     assert out["flops"] > out["flops_paper"]
     assert out["spec"]["model"] == "salt"
-    assert cli.main(["model-info", "--variant", "salt", "--particles", "150", "--classes", "5",
+    assert cli.main(["model-info", "--model", "salt", "--particles", "150", "--classes", "5",
                      "--partitions", "8", "--blocks", "2", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     model = build_model(ModelSpec(model="salt", particles=150, classes=5, partitions=8, blocks=2))
@@ -112,15 +112,22 @@ def test_model_info_cli_json(capsys):
 
 
 def test_model_info_cli_errors(capsys):
-    assert cli.main(["model-info", "--variant", "salsa", "--particles", "150", "--classes", "5"]) == 2
+    assert cli.main(["model-info", "--model", "salsa", "--particles", "150", "--classes", "5"]) == 2
     assert "'salsa'" in capsys.readouterr().err
-    assert cli.main(["model-info", "--variant", "salt", "--particles", "150", "--classes", "5",
+    assert cli.main(["model-info", "--model", "salt", "--particles", "150", "--classes", "5",
                      "--conv-heights", "1,x"]) == 2
     assert "--conv-heights" in capsys.readouterr().err
 
 
+def test_model_info_variant_is_a_deprecated_name_of_model(capsys):
+    assert cli.main(["model-info", "--variant", "salt", "--particles", "150", "--classes", "5", "--json"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["spec"]["model"] == "salt"
+    assert captured.err == "salt model-info: note: --variant is deprecated; use --model\n"
+
+
 def test_model_info_as_a_command():
-    proc = subprocess.run([sys.executable, "-m", "salt.cli", "model-info", "--variant", "transformer",
+    proc = subprocess.run([sys.executable, "-m", "salt.cli", "model-info", "--model", "transformer",
                            "--particles", "150", "--classes", "5"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "2,479,918" in proc.stdout and "2,009" in proc.stdout

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from salt.models import VARIANTS, ModelSpec, build_model
+from salt.models import MODELS, ModelSpec, build_model
 
-ALL = sorted(VARIANTS)
+ALL = sorted(MODELS)
 
 
 def small_model(variant: str, **kw) -> torch.nn.Module:

@@ -8,11 +8,11 @@ import math
 import pytest
 import torch
 
-from salt.models import VARIANTS, ModelSpec, build_model, load_model, save_model
+from salt.models import MODELS, ModelSpec, build_model, load_model, save_model
 from salt.models.keras_init import keras_fans
 
 torch.set_num_threads(1)
-ALL = sorted(VARIANTS)
+ALL = sorted(MODELS)
 
 
 def spec(variant: str, **kw) -> ModelSpec:

@@ -222,9 +222,9 @@ def test_training_calibrates_the_bias_with_the_manifest(tmp_path):
 def test_every_model_has_a_schema_entry_and_a_report_label():
     import yaml
 
-    from salt.models import VARIANTS
+    from salt.models import MODELS
     from salt.report.inputs import FAMILY_LABELS, FAMILY_ORDER
 
     schema = yaml.safe_load((Path(__file__).parent.parent / "workflow/schemas/config.schema.yaml").read_text())
-    assert sorted(schema["$defs"]["variant"]["properties"]["model"]["enum"]) == sorted(VARIANTS)
-    assert sorted(FAMILY_LABELS) == sorted(FAMILY_ORDER) == sorted(VARIANTS)
+    assert sorted(schema["$defs"]["variant"]["properties"]["model"]["enum"]) == sorted(MODELS)
+    assert sorted(FAMILY_LABELS) == sorted(FAMILY_ORDER) == sorted(MODELS)

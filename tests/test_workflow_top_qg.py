@@ -134,7 +134,7 @@ PAPER_COST = {"top": (200, 3_580, 986_161), "qg": (150, 3_196, 739_761)}
 @pytest.mark.parametrize("dataset", sorted(PAPER_COST))
 def test_model_info_gives_the_paper_sizes(dataset, capsys):
     n, params, flops = PAPER_COST[dataset]
-    assert salt_main(["model-info", "--variant", "salt", "--particles", str(n), "--classes", "1"]) == 0
+    assert salt_main(["model-info", "--model", "salt", "--particles", str(n), "--classes", "1"]) == 0
     out = capsys.readouterr().out
     assert f"N={n} p=4 C=1 blocks=1" in out
     numbers = {line.split()[0]: line.split()[1] for line in out.splitlines()[1:]}

@@ -1,5 +1,9 @@
-"""Each configuration in a fresh process forked from a clean "zygote", so memory, caches and
-CUDA state never carry over from one configuration to the next."""
+"""Each configuration in a fresh process forked from a clean "zygote" that has only imported torch
+and never runs a model.
+
+Why: peak memory is then that configuration's own, not a high-water mark left by an earlier,
+bigger one; no allocator cache, compiled graph or CUDA state carries over; and a crash names
+its configuration."""
 
 from __future__ import annotations
 

@@ -1,5 +1,11 @@
 """What a sweep may run: backends, devices and threads, and the memory estimates and budgets
-that decide which configurations are skipped."""
+that decide which configurations are skipped.
+
+A configuration whose estimated memory (`estimate_memory_mb`, conservative) exceeds the budget
+is not run but recorded as skipped with the reason: a latency at batch 4096 must be a batch-4096
+number, so the batch is never split to make it fit. A cuda run without a visible GPU fails
+(`require_device`): a CPU figure filed under cuda would be a lie.
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,16 @@
 """One configuration timed inside the measuring process: eager, torch.compile, CUDA graphs,
-ONNX Runtime or the fused Triton kernel (in a CUDA graph), with its peak memory."""
+ONNX Runtime or the fused Triton kernel (in a CUDA graph), with its peak memory.
+
+* Latency is the median over timed passes (p10 and p90 beside it) after warm-up. On CUDA each
+  pass is bracketed by CUDA events after a synchronisation, so a pass is one batch's latency
+  and not a pipelined throughput.
+* Peak memory: on CUDA, torch.cuda.max_memory_allocated after reset_peak_memory_stats, with
+  the weights and inputs already on the device (so they count). On CPU, the peak resident set
+  (VmHWM, reset through /proc/self/clear_refs) above the resident set at the start, less the
+  library code paged in since: weights, inputs, intermediates and allocator slack. A
+  process-wide maxrss would be monotone and so only ever report the largest configuration run
+  so far.
+"""
 
 from __future__ import annotations
 

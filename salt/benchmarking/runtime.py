@@ -23,7 +23,7 @@ def tune_allocator() -> bool:
     intermediate tensor of a forward pass is page-faulted in again; on a VM that costs
     as much as the arithmetic. Raising the mmap and trim thresholds lets the heap reuse
     them, which is what jemalloc/tcmalloc setups for PyTorch CPU inference achieve. It
-    changes no result, only time, and it applies to every variant alike.
+    changes no result, only time, and it applies to every model alike.
     """
     global _ALLOCATOR_TUNED
     if _ALLOCATOR_TUNED:

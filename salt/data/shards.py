@@ -28,7 +28,6 @@ import hdf5plugin  # registers the Blosc filter with HDF5: every reader of shard
 import numpy as np
 
 from salt.atomic import atomic_path, write_json
-from salt.cli import json_value
 from salt.provenance import file_md5, provenance
 
 SCHEMA_VERSION = 1
@@ -198,8 +197,7 @@ def apply_normalisation(particles: np.ndarray, mask: np.ndarray, norm: dict[str,
 # ---------------------------------------------------------------------------
 # Manifest
 
-def build_manifest(splits: dict[str, Sequence[str | Path]], normalisation: str = "robust",
-                   seed: int = 0, config: dict[str, Any] | None = None) -> dict[str, Any]:
+def build_manifest(splits: dict[str, Sequence[str | Path]], normalisation: str = "robust") -> dict[str, Any]:
     """Index the shards of one (dataset, sort), check they agree, and fit the normalisation."""
     manifest: dict[str, Any] = {"schema_version": SCHEMA_VERSION, "splits": {}}
     reference: dict[str, Any] | None = None
@@ -231,8 +229,7 @@ def build_manifest(splits: dict[str, Sequence[str | Path]], normalisation: str =
     for key in ("features", "classes", "sort", "truncation", "n_particles", "jet_features", "kind"):
         manifest[key] = reference.get(key)
     train_paths = [e["path"] for e in manifest["splits"]["train"]["shards"] if e["n_jets"]]
-    manifest["normalisation"] = fit_normalisation(train_paths, normalisation, reference["features"], seed=seed)
-    manifest["config"] = config or {}
+    manifest["normalisation"] = fit_normalisation(train_paths, normalisation, reference["features"])
     manifest["provenance"] = provenance()
     return manifest
 
@@ -268,15 +265,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     for split in SPLITS:
         parser.add_argument(f"--{split}", nargs="*", default=[], metavar="SHARD", help=f"{split} shards")
     parser.add_argument("--normalisation", choices=NORMALISATIONS, default="robust")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the particle sample used for quantiles")
-    parser.add_argument("--config", default={}, type=json_value,
-                        help="JSON of the settings that made these shards (recorded)")
     parser.add_argument("--output", required=True, help="manifest.json to write")
 
 
 def main(args: argparse.Namespace) -> int:
-    manifest = build_manifest({s: getattr(args, s) for s in SPLITS}, args.normalisation, args.seed,
-                              args.config)
+    manifest = build_manifest({s: getattr(args, s) for s in SPLITS}, args.normalisation)
     write_json(args.output, manifest)
     counts = {s: manifest["splits"][s]["n_jets"] for s in SPLITS}
     print(f"manifest {args.output}: {counts} jets, features {manifest['features']}, sort {manifest['sort']}")

@@ -39,9 +39,9 @@ def _pow2(n: int, least: int = 16) -> int:
 def coverage(spec: ModelSpec) -> str | None:
     """Why the fused kernel cannot run `spec`, or None when it can."""
     if spec.attention != "linear":
-        return f"variant {spec.model!r} uses full softmax attention; the fused kernel covers the linear-attention family"
+        return f"model {spec.model!r} uses full softmax attention; the fused kernel covers the linear-attention family"
     if spec.pair_bias:
-        return f"variant {spec.model!r} adds a pairwise attention bias, which the fused kernel does not compute"
+        return f"model {spec.model!r} adds a pairwise attention bias, which the fused kernel does not compute"
     widths = {"d_model": spec.d_model, "d_ff": spec.d_ff, "heads x partitions": spec.heads * spec.partitions,
               "features": spec.features}
     for name, value in widths.items():

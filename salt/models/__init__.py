@@ -9,6 +9,6 @@ from salt.models.checkpoint import load_model, save_model
 from salt.models.classifier import JetClassifier
 from salt.models.cost import model_cost
 from salt.models.registry import build_model
-from salt.models.spec import VARIANTS, ModelSpec
+from salt.models.spec import MODELS, ModelSpec
 
-__all__ = ["VARIANTS", "JetClassifier", "ModelSpec", "build_model", "load_model", "model_cost", "save_model"]
+__all__ = ["MODELS", "JetClassifier", "ModelSpec", "build_model", "load_model", "model_cost", "save_model"]

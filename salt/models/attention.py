@@ -1,7 +1,7 @@
 """Attention over the particles of a jet: full softmax, and the Linformer / SAL-T family.
 
-Semantics follow the authors' Keras code (github.com/aaronw5/SAL-T4HEP). Each linear
-variant has two forward paths that compute the same function:
+Semantics follow the authors' Keras code (github.com/aaronw5/SAL-T4HEP). Each linear-attention
+model has two forward paths that compute the same function:
 
 * ``straightforward`` is a line-by-line port: K and V are zero-padded and cut into
   chunks, every convolution height is its own ``Conv2d`` over the (N, p) logit

@@ -1,4 +1,4 @@
-"""The jet classifier shell shared by every variant (models/Linformer.py:220-237):
+"""The jet classifier shell shared by every model (models/Linformer.py:220-237):
 
     per-particle Dense(d_model, relu) -> blocks -> pool over particles
     -> Dense(d_model, relu) × max(1, blocks - 1) -> Dense(classes)
@@ -34,7 +34,7 @@ class JetClassifier(nn.Module):
         self.blocks = nn.ModuleList(EncoderBlock(spec) for _ in range(spec.blocks))
         self.hidden = nn.ModuleList(keras_dense_(nn.Linear(d, d)) for _ in range(spec.hidden_layers))
         self.out = keras_dense_(nn.Linear(d, spec.classes))
-        # built last, so that a seed gives the shared weights the plain variant gets
+        # built last, so that a seed gives the shared weights the plain model gets
         self.pair = PairBias(spec) if spec.pair_bias else None
 
     def set_impl(self, impl: str) -> JetClassifier:

@@ -31,7 +31,7 @@ import math
 import sys
 from typing import Any
 
-from salt.models.spec import VARIANTS, ModelSpec
+from salt.models.spec import MODELS, ModelSpec
 
 
 def count_params(spec: ModelSpec) -> int:
@@ -180,7 +180,11 @@ def model_cost(spec: ModelSpec) -> dict[str, Any]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--variant", required=True, help=", ".join(VARIANTS))
+    from salt.cli import DeprecatedAlias
+
+    name = parser.add_mutually_exclusive_group(required=True)
+    name.add_argument("--model", help=", ".join(MODELS))
+    name.add_argument("--variant", dest="model", action=DeprecatedAlias, use="--model", help="deprecated name of --model")
     parser.add_argument("--particles", type=int, required=True, help="particles per jet N")
     parser.add_argument("--classes", type=int, required=True, help="output classes (1 = sigmoid)")
     parser.add_argument("--partitions", type=int, default=4)
@@ -198,7 +202,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     spec_dict: dict[str, Any] = {
-        "model": args.variant, "particles": args.particles, "classes": args.classes,
+        "model": args.model, "particles": args.particles, "classes": args.classes,
         "partitions": args.partitions, "blocks": args.blocks, "features": args.features,
         "d_model": args.d_model, "d_ff": args.d_ff, "heads": args.heads, "aggregation": args.aggregation,
     }

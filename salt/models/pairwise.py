@@ -31,7 +31,7 @@ Embedding: ParT runs BatchNorm + three 1x1 convolutions of width 64 over the pai
 SAL-T's size (d_model 16) that alone would outweigh the model, so the default is a
 linear map of the four features to one bias per head (``pair_hidden: 0``), and
 ``pair_hidden: k`` gives a 1x1-conv network 4 -> k -> GELU -> heads. The last layer starts
-at zero: a pair-bias model begins as exactly its plain variant and learns the bias.
+at zero: a pair-bias model begins as exactly its plain model and learns the bias.
 The bias is computed once per jet and shared by every block, as in ParT.
 """
 

@@ -27,9 +27,9 @@ def spec_from_reference(name: str, entry: dict[str, Any]) -> ModelSpec:
     """The ModelSpec of one index.json entry."""
     try:
         if entry["model"] == "transformer":
-            variant = "transformer"
+            family = "transformer"
         elif entry["model"] == "salt-family":
-            variant = {(True, True): "salt", (True, False): "salt_noconv",
+            family = {(True, True): "salt", (True, False): "salt_noconv",
                        (False, True): "salt_nopartition", (False, False): "linformer"}[
                 (bool(entry["partitioned"]), bool(entry["conv"]))]
         else:
@@ -37,9 +37,9 @@ def spec_from_reference(name: str, entry: dict[str, Any]) -> ModelSpec:
         if entry["output"] != ("sigmoid" if entry["classes"] == 1 else "softmax"):
             raise ValueError(f"index.json[{name!r}]: output {entry['output']!r} does not fit {entry['classes']} classes")
         return ModelSpec(
-            model=variant, particles=entry["particles"], classes=entry["classes"], features=entry["features"],
+            model=family, particles=entry["particles"], classes=entry["classes"], features=entry["features"],
             d_model=entry["d_model"], d_ff=entry["d_ff"], heads=entry["heads"],
-            partitions=entry["partitions"] if variant != "transformer" else 4,
+            partitions=entry["partitions"] if family != "transformer" else 4,
             conv_heights=tuple(entry["conv_heights"]), blocks=entry["blocks"],
         )
     except KeyError as err:
@@ -173,7 +173,7 @@ def main(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"tolerance": args.tolerance, "cases": results, "failed": failed}, indent=2))
     else:
-        print(f"{'case':28s} {'variant':17s} {'impl':15s} {'params':>7s} {'max|diff|':>10s}")
+        print(f"{'case':28s} {'model':17s} {'impl':15s} {'params':>7s} {'max|diff|':>10s}")
         for r in results:
             flag = "ok" if r["ok"] else "FAIL"
             params = f"{r['params']}" + ("" if r["params"] == r["params_expected"] else f"!={r['params_expected']}")

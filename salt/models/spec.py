@@ -12,8 +12,8 @@ import dataclasses
 import math
 from typing import Any
 
-# variant -> (attention kind, partitioned E/F, convolution on the logits)
-VARIANTS: dict[str, tuple[str, bool, bool]] = {
+# model -> (attention kind, partitioned E/F, convolution on the logits)
+MODELS: dict[str, tuple[str, bool, bool]] = {
     "transformer": ("full", False, False),
     "linformer": ("linear", False, False),
     "salt": ("linear", True, True),
@@ -22,7 +22,7 @@ VARIANTS: dict[str, tuple[str, bool, bool]] = {
     "part": ("full", False, False),
     "salt_pair": ("linear", True, True),
 }
-# variants that add Particle Transformer's pairwise features as an attention bias (models/pairwise.py):
+# models that add Particle Transformer's pairwise features as an attention bias (models/pairwise.py):
 # part over all particle pairs, salt_pair over (particle, partition) pairs
 PAIR_BIAS = ("part", "salt_pair")
 AGGREGATIONS = ("max", "mean", "sum")
@@ -32,11 +32,11 @@ AGGREGATIONS = ("max", "mean", "sum")
 class ModelSpec:
     """Every architectural knob of one classifier.
 
-    `pair_hidden` (pair-bias variants only) is the width of the pointwise network that maps
+    `pair_hidden` (pair-bias models only) is the width of the pointwise network that maps
     the four pair features to one bias per head; 0 makes it a linear map.
 
     `conv_heights` left as None resolves to the authors' choice: [1, 3, 5] for one
-    block, [1, 3, 5, 7, 9] for more (scripts/train_linformer.py:356,373); variants
+    block, [1, 3, 5, 7, 9] for more (scripts/train_linformer.py:356,373); models
     without the convolution store an empty tuple.
     """
 
@@ -55,8 +55,8 @@ class ModelSpec:
     pair_hidden: int = 0
 
     def __post_init__(self) -> None:
-        if self.model not in VARIANTS:
-            raise ValueError(f"model spec: 'model' is {self.model!r}; expected one of {sorted(VARIANTS)}")
+        if self.model not in MODELS:
+            raise ValueError(f"model spec: 'model' is {self.model!r}; expected one of {sorted(MODELS)}")
         for key in ("particles", "classes", "features", "d_model", "d_ff", "heads", "partitions", "blocks"):
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -70,7 +70,7 @@ class ModelSpec:
         if isinstance(self.pair_hidden, bool) or not isinstance(self.pair_hidden, int) or self.pair_hidden < 0:
             raise ValueError(f"model spec: 'pair_hidden' is {self.pair_hidden!r}; expected a non-negative integer")
         if self.pair_hidden and not self.pair_bias:
-            raise ValueError(f"model spec: variant {self.model!r} has no pairwise bias; 'pair_hidden' must be 0")
+            raise ValueError(f"model spec: model {self.model!r} has no pairwise bias; 'pair_hidden' must be 0")
         heights = self.conv_heights
         if heights is None:
             heights = ((1, 3, 5) if self.blocks == 1 else (1, 3, 5, 7, 9)) if self.conv else ()
@@ -80,23 +80,23 @@ class ModelSpec:
         if any(isinstance(h, bool) or not isinstance(h, int) or h < 1 for h in heights):
             raise ValueError(f"model spec: 'conv_heights' is {list(heights)}; expected positive integers")
         if self.conv and not heights:
-            raise ValueError(f"model spec: variant {self.model!r} convolves the logits; 'conv_heights' must not be empty")
+            raise ValueError(f"model spec: model {self.model!r} convolves the logits; 'conv_heights' must not be empty")
         if not self.conv and heights:
-            raise ValueError(f"model spec: variant {self.model!r} has no convolution; 'conv_heights' must be empty")
+            raise ValueError(f"model spec: model {self.model!r} has no convolution; 'conv_heights' must be empty")
         object.__setattr__(self, "conv_heights", heights)
 
-    # what the variant name implies
+    # what the model name implies
     @property
     def attention(self) -> str:
-        return VARIANTS[self.model][0]
+        return MODELS[self.model][0]
 
     @property
     def partitioned(self) -> bool:
-        return VARIANTS[self.model][1]
+        return MODELS[self.model][1]
 
     @property
     def conv(self) -> bool:
-        return VARIANTS[self.model][2]
+        return MODELS[self.model][2]
 
     @property
     def pair_bias(self) -> bool:
@@ -125,7 +125,7 @@ class ModelSpec:
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
         out["conv_heights"] = list(self.conv_heights or ())
-        if not self.pair_bias:  # the other variants' specs read as before the knob existed
+        if not self.pair_bias:  # the other models' specs read as before the knob existed
             del out["pair_hidden"]
         return out
 

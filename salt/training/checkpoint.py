@@ -1,4 +1,13 @@
-"""The run's position and its resumable checkpoint (weights, optimizer, RNGs, history)."""
+"""The run's position and its resumable checkpoint (weights, optimizer, RNGs, history).
+
+An atomic `checkpoint.pt` beside model.pt holds everything a run needs to continue bit for
+bit: weights, Adam state, position down to the batch, early stopping state with its best
+weights, every RNG, history so far. It is written at each epoch end, every
+`checkpoint_minutes` within an epoch, and on SIGTERM/SIGUSR1 (salt/training/signals.py). The
+next attempt (Snakemake `--retries`, the SLURM profile's `retries`, `sbatch --requeue`, or
+simply running the same command again) resumes from it. It is removed once model.pt is
+written, and ignored (with a warning) if it belongs to different settings, spec, seed or data.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +16,7 @@ import logging
 import math
 import os
 import random
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +47,12 @@ class Position:
     seen: int = 0
     epoch_s: float = 0.0        # time already spent in the current epoch by earlier attempts
     stopped_phases: list[int] = field(default_factory=list)
+
+    def advance(self, jets: int) -> None:
+        """One optimizer step done, over `jets` jets of all ranks."""
+        self.seen += jets
+        self.step += 1
+        self.global_step += 1
 
 
 @dataclass
@@ -108,3 +124,32 @@ def run_fingerprint(spec: dict[str, Any], settings: TrainSettings, seed: int, ma
     if "stream" in loaders.values():   # which rank reads which chunk depends on the world size
         fp["world"] = world
     return fp
+
+
+class Checkpoints:
+    """checkpoint.pt of one run: when the next one is due, and writing, reading and removing it.
+    Only rank 0 writes; every rank keeps the same clock, since the ranks vote on `due` together."""
+
+    def __init__(self, path: Path, fingerprint: dict[str, Any], *, is_main: bool, every_minutes: float) -> None:
+        self.path, self.fingerprint, self.is_main = path, fingerprint, is_main
+        self.every_s = every_minutes * 60
+        self.last_save = time.monotonic()
+
+    def load(self) -> dict[str, Any] | None:
+        return load_checkpoint(self.path, self.fingerprint)
+
+    def due(self) -> bool:
+        """Whether the mid-epoch interval has passed (never, with checkpoint_minutes 0)."""
+        return self.every_s > 0 and time.monotonic() - self.last_save > self.every_s
+
+    def save(self, state: dict[str, Any], why: str, pos: Position) -> None:
+        """Write `state` (the run's, without format and fingerprint) and restart the interval."""
+        if self.is_main:
+            save_checkpoint(self.path, {"format": CHECKPOINT_FORMAT, "fingerprint": self.fingerprint, **state})
+            (log.debug if why == "epoch end" else log.info)("checkpoint (%s): epoch %d, step %d in the epoch", why,
+                                                            pos.epoch, pos.step)
+        self.last_save = time.monotonic()
+
+    def remove(self) -> None:
+        """Once the model is written: a rerun must train afresh."""
+        self.path.unlink(missing_ok=True)

@@ -1,5 +1,10 @@
 """The device of a training or evaluation process, and rank bookkeeping for DistributedDataParallel
-under torchrun (gloo on CPU, NCCL on GPUs)."""
+under torchrun (gloo on CPU, NCCL on GPUs).
+
+Each rank trains on its slice of every global batch; losses are scaled so that the gradient is
+the mean over the global batch, as in one process (salt/training/steps.py). Ranks agree once
+per step, in a small gloo all-reduce (`Dist.sum`), on batch sizes, end of data and stop requests.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,13 @@
-"""SIGTERM/SIGUSR1 (SLURM preemption, time limits) become a clean stop between steps."""
+"""SIGTERM/SIGUSR1 (SLURM preemption, time limit, `--signal`) become a clean stop between steps.
+
+The trainer finishes the current step, saves checkpoint.pt and exits with EXIT_PREEMPTED (75,
+EX_TEMPFAIL). Under Snakemake's SLURM executor the job's exit status is the inner Snakemake's
+(1) and the profile's `retries:` resubmits it; a plain `sbatch` of `salt train` passes 75 on,
+which a site can list in slurm.conf's RequeueExit to have SLURM requeue it.
+
+Test hook: SALT_TRAIN_SIGNAL_AT_STEP=N[:USR1] makes rank 0 send itself SIGTERM (or SIGUSR1)
+right after global step N, so tests can interrupt a run at an exact point.
+"""
 
 from __future__ import annotations
 
