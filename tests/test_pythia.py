@@ -15,7 +15,8 @@ import pytest
 import uproot
 
 from salt import cli
-from salt.data.sources import jetclass, pythia
+from salt.data import pythia
+from salt.data.sources import jetclass
 from salt.data.pythia import CLASSES, LABEL_BRANCHES, METADATA_KEY, GenerationError, generate
 
 N_JETS = 40
