@@ -62,8 +62,11 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import auc as area_under, confusion_matrix, roc_auc_score, roc_curve
 
-from salt.data.sources.hls4ml import CLASS_NAMES as HLS4ML_CLASSES  # also the Pythia demo's classes
-from salt.data.sources.jetclass import JETCLASS_CLASS_NAMES as JETCLASS_CLASSES
+# The class names each scheme recognises: those of the HLS4ML (and the Pythia demo's) and the JetClass
+# files. Kept here rather than imported from the readers so that the report, which uses these
+# conventions, does not depend on the data code (tests/test_metrics.py checks they agree).
+HLS4ML_CLASSES = ("g", "q", "W", "Z", "t")
+JETCLASS_CLASSES = ("QCD", "Hbb", "Hcc", "Hgg", "H4q", "Hqql", "Zqq", "Wqq", "Tbqq", "Tbl")
 SCHEMES = ("auto", "hls4ml", "jetclass", "binary", "generic")
 
 OVR_EFFICIENCIES = (0.5, 0.8)

@@ -448,3 +448,13 @@ def test_statistical_error_of_an_unbounded_rejection_is_infinite():
     err = statistical_errors(y, p, ["qcd", "top"], replicas=20)
     assert err["rej_signal/rej50"] == INF and err["accuracy"] == 0.0
     assert json.loads(json.dumps(json_safe(err)))["rej_signal/rej50"] == "inf"
+
+
+def test_the_schemes_class_names_are_the_readers():
+    from salt.data import pythia
+    from salt.data.sources import hls4ml, jetclass
+
+    from salt import metrics
+
+    assert metrics.HLS4ML_CLASSES == hls4ml.CLASS_NAMES == pythia.CLASSES
+    assert metrics.JETCLASS_CLASSES == jetclass.JETCLASS_CLASS_NAMES

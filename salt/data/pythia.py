@@ -75,10 +75,11 @@ import numpy as np
 from salt.atomic import atomic_path, write_json
 from salt.data.kinematics import wrap_phi
 from salt.data.sources import Source
-from salt.data.sources.hls4ml import CLASS_NAMES
 from salt.data.sources.jetclass import PID_BRANCHES, stored_deta
 
-CLASSES = CLASS_NAMES  # the HLS4ML classes, in its order
+# The HLS4ML classes in its order (tests/test_metrics.py checks they agree; importing them from the
+# hls4ml reader would make every edit of that reader regenerate the jets).
+CLASSES = ("g", "q", "W", "Z", "t")
 LABEL_BRANCHES = ("label_g", "label_q", "label_Wqq", "label_Zqq", "label_Tbqq")
 # Generated files are read by the JetClass reader, with their own five label branches. A
 # config may generate a subset of the classes; the labels keep the five-class order.
