@@ -15,8 +15,9 @@ from typing import Any
 
 import yaml
 
-from salt.data.kinematics import DERIVED_FEATURES
 from salt.data import sources
+from salt.data.kinematics import DERIVED_FEATURES, JET_SORTS, POINT_SORTS
+from salt.plan import glob_selects, run_matrix, variant_spec
 from salt.models.spec import ModelSpec
 
 
@@ -84,9 +85,6 @@ def check_variants(specs: dict[tuple[str, str], dict[str, Any]]) -> None:
 def check_config(config: dict[str, Any]) -> None:
     """Every check a run needs before its first job: datasets, their sources' shape and files,
     the runs' references and sorts, and the model specs the run matrix builds."""
-    from salt.data.kinematics import JET_SORTS, POINT_SORTS
-    from salt.plan import run_matrix, variant_spec
-
     check_datasets(config)
     for name in config["datasets"]:
         if name not in config["dataset"]:
@@ -123,8 +121,6 @@ def check_config(config: dict[str, Any]) -> None:
 
 def check_download(name: str, ds: dict[str, Any]) -> None:
     """A downloaded dataset names known files of its source, and its globs select something."""
-    from salt.plan import glob_selects
-
     where = f"config: dataset.{name}"
     if "download" not in ds:
         raise ConfigError(f"{where} (source {ds['source']}) needs a download: block with files: [...]")

@@ -47,10 +47,6 @@ def run_matrix(config: Config) -> list[Run]:
     return rows
 
 
-def sorts_of(config: Config, dataset: str) -> list[str]:
-    return sorted({s for d, _, s, _ in run_matrix(config) if d == dataset})
-
-
 def variants_of(config: Config, dataset: str) -> list[str]:
     return sorted({v for d, v, _, _ in run_matrix(config) if d == dataset})
 
