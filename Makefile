@@ -8,7 +8,7 @@ TORCH ?= torch==2.13.0
 EXTRAS ?= test,onnx,slurm,triton
 CORES ?= all
 
-.PHONY: venv demo test gpu-check clean
+.PHONY: venv demo test gpu-check gpu-wheels clean
 
 $(BIN)/salt: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,13 @@ GPU_PYTHON ?= $(if $(wildcard $(BIN)/python),$(BIN)/python,$(PYTHON))
 
 gpu-check:
 	$(GPU_PYTHON) tests/gpu_check.py
+
+# For a GPU node with no package index: wheels (into ./.whl) of what salt needs beyond the node's own
+# distributions (HAVE: `pip list --format=freeze` there; default tests/data/gpu_image_packages.txt),
+# for its Python (NODE_PYTHON). Run where PyPI is reachable; carry .whl to the node; `make gpu-check`.
+NODE_PYTHON ?= 3.12
+gpu-wheels: venv
+	$(BIN)/python tests/gpu_wheels.py --python-version $(NODE_PYTHON) $(if $(HAVE),--have $(HAVE))
 
 clean:
 	rm -rf results logs .snakemake

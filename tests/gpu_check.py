@@ -16,8 +16,9 @@ Part 1 needs torch with CUDA, numpy and pytest (the tests that train or stream a
 hdf5plugin and tqdm, and say so when skipped), part 2 also h5py and hdf5plugin; part 3 needs every
 dependency of salt (snakemake, pythia8mc, fastjet, awkward, uproot, vector, hdf5plugin, mplhep,
 pyyaml, tqdm): when some are missing it names them instead of running. Wheels for what the image
-lacks can travel in ./.whl (or --wheels DIR): they are installed into $TMPDIR/salt-gpu-check/site
-(pip --no-index --no-deps --target) and put on the path. This checkout's `salt` is used (a launcher
+lacks can travel in ./.whl (or --wheels DIR; `make gpu-wheels` builds it where PyPI is reachable):
+they are installed into $TMPDIR/salt-gpu-check/site (pip --no-index --no-deps --target) and put on
+the path. This checkout's `salt` is used (a launcher
 on PATH, the checkout on PYTHONPATH); nothing else is installed. The summary is also written to
 WORKDIR/summary.txt.
 """
@@ -75,7 +76,7 @@ def install_wheels(wheels: Path, scratch: Path) -> Path | None:
 
 def environment(scratch: Path, site: Path | None = None) -> dict[str, str]:
     """This interpreter and a `salt` launcher for this checkout first on PATH, the checkout (and the
-    installed wheels) on PYTHONPATH."""
+    installed wheels) on PYTHONPATH, and Pythia's data where a pythia8mc wheel put it."""
     bin_dir = scratch / "bin"
     bin_dir.mkdir(parents=True, exist_ok=True)
     launcher = bin_dir / "salt"
@@ -83,7 +84,11 @@ def environment(scratch: Path, site: Path | None = None) -> dict[str, str]:
     launcher.chmod(0o755)
     path = os.pathsep.join([str(bin_dir), str(Path(sys.executable).parent), os.environ.get("PATH", "")])
     pythonpath = os.pathsep.join(filter(None, [str(ROOT), site and str(site), os.environ.get("PYTHONPATH")]))
-    return dict(os.environ, PATH=path, PYTHONPATH=pythonpath)
+    env = dict(os.environ, PATH=path, PYTHONPATH=pythonpath)
+    xmldoc = site / "share/Pythia8/xmldoc" if site else None
+    if xmldoc and xmldoc.is_dir():  # pythia8mc's data lands beside the packages under --target, not in its prefix
+        env["PYTHIA8DATA"] = str(xmldoc)
+    return env
 
 
 def run_logged(cmd: list[str], log: Path, env: dict[str, str], cwd: Path = ROOT, timeout: int = 1800) -> int:
