@@ -72,12 +72,23 @@ def train(manifest_path: str | Path, spec: dict[str, Any], settings: TrainSettin
     dist = init_distributed(dev.type)
     if dev.type == "cuda" and dist.active:
         dev = torch.device("cuda", dist.local_rank)
+    reproducible_kernels(dev)
     try:
         with StopSignals() as signals:
             return _Run(manifest_path, spec, settings, seed, dev, Path(out_dir), dist, signals).run()
     finally:
         if dist.active:
             torch_dist.destroy_process_group()
+
+
+def reproducible_kernels(dev: torch.device) -> None:
+    """On a GPU, cuDNN may choose convolution backward algorithms that accumulate with atomics, and
+    SAL-T's logit convolution is a grouped conv2d: without this, a run resumed from a checkpoint (or
+    run twice) would not give the same weights bit for bit. Matrix products (cuBLAS on one stream) and
+    the reductions the models use are run-to-run deterministic already."""
+    if dev.type == "cuda":
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
 
 
 class _Run:

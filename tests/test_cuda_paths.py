@@ -107,6 +107,19 @@ def test_torchrun_world_of_one_joins_the_process_group_and_matches_one_process(d
     assert_close(weights(tmp_path / "ddp"), weights(tmp_path / "one"))
 
 
+def test_training_on_cuda_asks_cudnn_for_deterministic_kernels(monkeypatch):
+    """Set before the first step, so a resumed run repeats an uninterrupted one (checked on a GPU by
+    test_cuda_resume_after_a_signal_gives_the_same_weights); a CPU run leaves the flags alone."""
+    from salt.train import reproducible_kernels
+
+    monkeypatch.setattr(torch.backends.cudnn, "deterministic", False)
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", True)
+    reproducible_kernels(torch.device("cpu"))
+    assert (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark) == (False, True)
+    reproducible_kernels(torch.device("cuda", 0))
+    assert (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark) == (True, False)
+
+
 # --------------------------------------------------------------------------- GPU
 
 
@@ -143,19 +156,21 @@ def test_cuda_rng_state_is_saved_and_restored_per_device():
 
 
 @pytest.mark.gpu
-def test_cuda_resume_after_a_signal_gives_the_same_weights(data, tmp_path, monkeypatch):
+@pytest.mark.parametrize("model", ["linformer", "salt"])  # salt: the logit convolution's cuDNN backward
+def test_cuda_resume_after_a_signal_gives_the_same_weights(data, tmp_path, monkeypatch, model):
     from salt.training.checkpoint import CHECKPOINT_FORMAT
     from salt.training.signals import SIGNAL_HOOK_ENV, Preempted
 
-    run(data, tmp_path / "ref", "cuda")
+    spec = {"model": model}
+    run(data, tmp_path / "ref", "cuda", spec)
     out = tmp_path / "int"
     monkeypatch.setenv(SIGNAL_HOOK_ENV, "23")   # inside epoch 1 (19 batches of 32 per epoch)
     with pytest.raises(Preempted):
-        run(data, out, "cuda")
+        run(data, out, "cuda", spec)
     payload = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=True)
     assert payload["format"] == CHECKPOINT_FORMAT and isinstance(payload["rng"]["cuda"], torch.Tensor)
     monkeypatch.delenv(SIGNAL_HOOK_ENV)
-    summary = run(data, out, "cuda")
+    summary = run(data, out, "cuda", spec)
     assert summary["attempts"] == 2
     assert_close(weights(out), weights(tmp_path / "ref"))
 
