@@ -25,7 +25,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -72,23 +72,37 @@ def train(manifest_path: str | Path, spec: dict[str, Any], settings: TrainSettin
     dist = init_distributed(dev.type)
     if dev.type == "cuda" and dist.active:
         dev = torch.device("cuda", dist.local_rank)
-    reproducible_kernels(dev)
     try:
-        with StopSignals() as signals:
+        with StopSignals() as signals, reproducible_kernels(dev):
             return _Run(manifest_path, spec, settings, seed, dev, Path(out_dir), dist, signals).run()
     finally:
         if dist.active:
             torch_dist.destroy_process_group()
 
 
-def reproducible_kernels(dev: torch.device) -> None:
-    """On a GPU, cuDNN may choose convolution backward algorithms that accumulate with atomics, and
-    SAL-T's logit convolution is a grouped conv2d: without this, a run resumed from a checkpoint (or
-    run twice) would not give the same weights bit for bit. Matrix products (cuBLAS on one stream) and
-    the reductions the models use are run-to-run deterministic already."""
-    if dev.type == "cuda":
-        torch.backends.cudnn.deterministic = True
-        torch.backends.cudnn.benchmark = False
+@contextmanager
+def reproducible_kernels(dev: torch.device) -> Iterator[None]:
+    """On a GPU, deterministic kernels while training, restored afterwards.
+
+    Some backward kernels accumulate with atomics, whose order varies from run to run: cuDNN's
+    for SAL-T's logit convolution (a grouped conv2d), and the indexing backward (index_put_ with
+    accumulate) of the weights that convolution is built from. Without this, a run resumed from a
+    checkpoint, or run twice, would not give the same weights bit for bit. cuBLAS needs a fixed
+    workspace for that (CUBLAS_WORKSPACE_CONFIG, read when its first workspace is made). An op
+    without a deterministic kernel warns instead of failing. On a CPU nothing changes."""
+    if dev.type != "cuda":
+        yield
+        return
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    saved = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+             torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved[2], saved[3]
 
 
 class _Run:

@@ -107,17 +107,26 @@ def test_torchrun_world_of_one_joins_the_process_group_and_matches_one_process(d
     assert_close(weights(tmp_path / "ddp"), weights(tmp_path / "one"))
 
 
-def test_training_on_cuda_asks_cudnn_for_deterministic_kernels(monkeypatch):
-    """Set before the first step, so a resumed run repeats an uninterrupted one (checked on a GPU by
-    test_cuda_resume_after_a_signal_gives_the_same_weights); a CPU run leaves the flags alone."""
+def test_training_on_cuda_runs_deterministic_kernels_and_restores_the_settings(monkeypatch):
+    """Set for the run, so a resumed run repeats an uninterrupted one (checked on a GPU by
+    test_cuda_resume_after_a_signal_gives_the_same_weights), and restored after it; a CPU run
+    changes nothing."""
     from salt.train import reproducible_kernels
 
-    monkeypatch.setattr(torch.backends.cudnn, "deterministic", False)
+    def flags():
+        return (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+                torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
     monkeypatch.setattr(torch.backends.cudnn, "benchmark", True)
-    reproducible_kernels(torch.device("cpu"))
-    assert (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark) == (False, True)
-    reproducible_kernels(torch.device("cuda", 0))
-    assert (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark) == (True, False)
+    before = flags()
+    assert before[:3] == (False, False, False)
+    with reproducible_kernels(torch.device("cpu")):
+        assert flags() == before and "CUBLAS_WORKSPACE_CONFIG" not in os.environ
+    with reproducible_kernels(torch.device("cuda", 0)):
+        assert flags() == (True, True, True, False)
+        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+    assert flags() == before
 
 
 # --------------------------------------------------------------------------- GPU
