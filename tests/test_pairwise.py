@@ -228,3 +228,17 @@ def test_every_model_has_a_schema_entry_and_a_report_label():
     schema = yaml.safe_load((Path(__file__).parent.parent / "workflow/schemas/config.schema.yaml").read_text())
     assert sorted(schema["$defs"]["variant"]["properties"]["model"]["enum"]) == sorted(MODELS)
     assert sorted(FAMILY_LABELS) == sorted(FAMILY_ORDER) == sorted(MODELS)
+
+
+@pytest.mark.parametrize("variant", ["part", "salt_pair"])
+def test_pair_features_stay_fp32_under_bf16_autocast(variant):
+    """m² as a bf16 product would be off by far more than its float32 floor (ln m² by units for
+    collinear pairs); the features are computed in fp32 whatever the autocast."""
+    x, mask = physical_jets(6, 12, seed=8)
+    x[:, 3, 1:] = x[:, 2, 1:]  # a collinear pair
+    model = pair_model(variant, 12, mask=True)
+    exact = model.pair.features(x, mask)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        under = model.pair.features(x, mask)
+    assert under.dtype == torch.float32
+    assert torch.equal(under, exact)

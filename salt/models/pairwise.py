@@ -151,7 +151,12 @@ class PairBias(nn.Module):
         """The pair features (4, B, K, N) of inputs x (B, N, F), feature-major so that the 1x1
         convolutions (ParT's embedding) are single matrix products; padded slots count as
         empty (zero four-momentum). Like ParT's, they are constants of the data: no gradient flows
-        back into x through them (ΔR and atan2 have no derivative at zero)."""
+        back into x through them (ΔR and atan2 have no derivative at zero). They are computed in
+        fp32 under autocast too: m² as a bf16 product would carry noise of 4e-3 E_a E_b, far above
+        the float32 floor M2_RESOLUTION assumes."""
+        if torch.is_autocast_enabled(x.device.type):
+            with torch.autocast(x.device.type, enabled=False):
+                return self.features(x.float(), mask)
         physical = x.detach().index_select(-1, self.input_index) * self.input_scale + self.input_center
         if mask is not None:
             physical = physical * mask[..., None]
