@@ -11,6 +11,7 @@ Triton's CPU interpreter, selected by TRITON_INTERPRET=1 before Triton is import
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 
@@ -188,12 +189,14 @@ class FusedClassifier(nn.Module):
         # block inputs (two when a block's output is the next one's input) and the raw logits
         xs = x.new_empty(min(2, self.spec.blocks), b, n, self.meta["DP"])
         ls = x.new_empty(b, n, self.meta["HPP"]) if self.meta["CONV"] else x.new_empty(1)
-        salt_forward_kernel[(b,)](
-            x, mask_u8, xs, ls, out, self.we, self.be,
-            self.pe, self.pf, self.wk, self.wq, self.wv, self.wo, self.bo, self.mc, self.cb,
-            self.w1, self.b1, self.w2, self.b2, self.dyt, self.wh, self.bh, self.wout, self.bout,
-            **{**self.meta, "HAS_MASK": mask is not None}, num_warps=self.num_warps, **FUSED_OPTIONS,
-        )
+        # Triton launches on the current device: make it the input's (cuda:1 while cuda:0 is current)
+        with torch.cuda.device(x.device) if x.device.type == "cuda" else contextlib.nullcontext():
+            salt_forward_kernel[(b,)](
+                x, mask_u8, xs, ls, out, self.we, self.be,
+                self.pe, self.pf, self.wk, self.wq, self.wv, self.wo, self.bo, self.mc, self.cb,
+                self.w1, self.b1, self.w2, self.b2, self.dyt, self.wh, self.bh, self.wout, self.bout,
+                **{**self.meta, "HAS_MASK": mask is not None}, num_warps=self.num_warps, **FUSED_OPTIONS,
+            )
         return out
 
     @torch.no_grad()
