@@ -24,10 +24,21 @@ from salt.benchmarking.measure import measure_config
 def _measure_message(job: dict[str, Any]) -> dict[str, Any]:
     try:
         return {"status": "ok", "result": measure_config(job)}
-    except torch.cuda.OutOfMemoryError as err:
-        return {"status": "oom", "message": str(err).splitlines()[0] if str(err) else "CUDA out of memory"}
-    except Exception:  # noqa: BLE001 - reported to the parent, which fails the run
+    except Exception as err:  # noqa: BLE001 - reported to the parent, which fails the run unless out of memory
+        oom = out_of_memory(err)
+        if oom is not None:
+            return {"status": "oom", "message": str(oom).splitlines()[0] if str(oom) else "CUDA out of memory"}
         return {"status": "error", "message": traceback.format_exc()}
+
+
+def out_of_memory(err: BaseException | None) -> BaseException | None:
+    """The CUDA out-of-memory error behind `err`, if any. Raised inside a CUDA graph capture, it
+    surfaces as the capture's own error on leaving the capture, with the OOM as its context."""
+    while err is not None:
+        if isinstance(err, torch.cuda.OutOfMemoryError):
+            return err
+        err = err.__cause__ or err.__context__
+    return None
 
 
 def _zygote_main() -> None:
