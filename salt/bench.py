@@ -255,6 +255,7 @@ def run_sweep(spec: ModelSpec, *, device: str = "cpu", particles: Sequence[int] 
                 "allocator_tuned": bool(tune_allocator) and _tunable_allocator(),
                 "chunk_rows": rows_wanted, "impl": impl, "seed": seed, "timing": TIMING_NOTE,
                 "memory": MEMORY_NOTE[kind], "host_threads": 1 if kind == "cuda" else None,
+                "fp32": "cuDNN convolutions without TF32; matrix products at PyTorch's default, fp32",
                 "cpu_threads_available": resolve_threads(0)}
     return {"results": results, "skipped": skipped, "notes": notes, "settings": settings}
 
@@ -282,11 +283,17 @@ def bench_device_info(device: str) -> dict[str, Any]:
         index = torch.device(device).index or 0
         props = torch.cuda.get_device_properties(index)
         info["compute_capability"] = f"{props.major}.{props.minor}"
-        # nvidia-smi counts every GPU of the node, torch only those in CUDA_VISIBLE_DEVICES: ask by UUID
-        smi_id = f"GPU-{props.uuid}" if getattr(props, "uuid", None) is not None else str(index)
+        smi_id = nvidia_smi_id(index)
         info["sm_clock_mhz"] = _nvidia_smi(smi_id, "clocks.sm")
         info["max_sm_clock_mhz"] = _nvidia_smi(smi_id, "clocks.max.sm")
     return info
+
+
+def nvidia_smi_id(index: int) -> str:
+    """nvidia-smi's name for torch's cuda:index. nvidia-smi counts every GPU of the node, torch only
+    those in CUDA_VISIBLE_DEVICES, so the GPU is named by its UUID."""
+    props = torch.cuda.get_device_properties(index)
+    return f"GPU-{props.uuid}" if getattr(props, "uuid", None) is not None else str(index)
 
 
 def _nvidia_smi(gpu: str, query: str) -> str | None:

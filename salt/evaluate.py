@@ -26,6 +26,7 @@ from salt.identity import RunIdentity
 from salt.metrics import compute_metrics, json_safe
 from salt.models import load_model
 from salt.models.classifier import JetClassifier
+from salt.numerics import fp32_convolutions
 from salt.provenance import provenance
 from salt.training.distributed import resolve_device
 
@@ -140,11 +141,12 @@ def evaluate(model_path: str | Path, manifest_path: str | Path, *, identity: Run
     check_identity(identity, model_path, manifest_path, manifest, extra)
     verify_shards(manifest, ("test",))
     test = load_split(manifest, "test").to(dev)
-    scores = predict(runner, test.x, test.mask)
-    labels = test.y.cpu().numpy()
+    with fp32_convolutions():  # on a GPU, fp32 all through (cuDNN would run the logit convolution in TF32)
+        scores = predict(runner, test.x, test.mask)
+        labels = test.y.cpu().numpy()
+        attention = attention_maps(model, test.x, test.mask, labels, manifest["classes"], identity, attention_jets)
     n_particles = test.n_particles.cpu().numpy()
     metrics = compute_metrics(labels, scores, manifest["classes"], n_particles=n_particles, errors=True)
-    attention = attention_maps(model, test.x, test.mask, labels, manifest["classes"], identity, attention_jets)
     from salt.models.cost import model_cost
 
     result = {

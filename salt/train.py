@@ -25,7 +25,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -41,6 +41,7 @@ from salt.models.checkpoint import save_model
 from salt.models.classifier import JetClassifier
 from salt.models.registry import build_model
 from salt.models.spec import ModelSpec
+from salt.numerics import reproducible_training
 from salt.provenance import provenance
 from salt.training.checkpoint import Checkpoints, GlobalBest, Position, rng_state, run_fingerprint, set_rng_state
 from salt.training.distributed import Dist, init_distributed, resolve_device
@@ -73,36 +74,11 @@ def train(manifest_path: str | Path, spec: dict[str, Any], settings: TrainSettin
     if dev.type == "cuda" and dist.active:
         dev = torch.device("cuda", dist.local_rank)
     try:
-        with StopSignals() as signals, reproducible_kernels(dev):
+        with StopSignals() as signals, reproducible_training(dev):
             return _Run(manifest_path, spec, settings, seed, dev, Path(out_dir), dist, signals).run()
     finally:
         if dist.active:
             torch_dist.destroy_process_group()
-
-
-@contextmanager
-def reproducible_kernels(dev: torch.device) -> Iterator[None]:
-    """On a GPU, deterministic kernels while training, restored afterwards.
-
-    Some backward kernels accumulate with atomics, whose order varies from run to run: cuDNN's
-    for SAL-T's logit convolution (a grouped conv2d), and the indexing backward (index_put_ with
-    accumulate) of the weights that convolution is built from. Without this, a run resumed from a
-    checkpoint, or run twice, would not give the same weights bit for bit. cuBLAS needs a fixed
-    workspace for that (CUBLAS_WORKSPACE_CONFIG, read when its first workspace is made). An op
-    without a deterministic kernel warns instead of failing. On a CPU nothing changes."""
-    if dev.type != "cuda":
-        yield
-        return
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    saved = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
-             torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
-        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved[2], saved[3]
 
 
 class _Run:

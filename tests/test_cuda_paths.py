@@ -108,25 +108,44 @@ def test_torchrun_world_of_one_joins_the_process_group_and_matches_one_process(d
 
 
 def test_training_on_cuda_runs_deterministic_kernels_and_restores_the_settings(monkeypatch):
-    """Set for the run, so a resumed run repeats an uninterrupted one (checked on a GPU by
-    test_cuda_resume_after_a_signal_gives_the_same_weights), and restored after it; a CPU run
-    changes nothing."""
-    from salt.train import reproducible_kernels
+    """Strict deterministic mode (PyTorch keeps the fused attention backward nondeterministic under
+    warn_only) and fp32 convolutions for the run, so a resumed run repeats an uninterrupted one
+    (checked on a GPU by test_cuda_resume_after_a_signal_gives_the_same_weights); restored after it.
+    A CPU run changes nothing."""
+    from salt.numerics import reproducible_training
 
     def flags():
         return (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
-                torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+                torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark, conv_precision())
 
     monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
     monkeypatch.setattr(torch.backends.cudnn, "benchmark", True)
     before = flags()
-    assert before[:3] == (False, False, False)
-    with reproducible_kernels(torch.device("cpu")):
+    assert before[:3] == (False, False, False) and before[4] != "ieee"
+    with reproducible_training(torch.device("cpu")):
         assert flags() == before and "CUBLAS_WORKSPACE_CONFIG" not in os.environ
-    with reproducible_kernels(torch.device("cuda", 0)):
-        assert flags() == (True, True, True, False)
+    with pytest.raises(KeyError), reproducible_training(torch.device("cuda", 0)):
+        assert flags() == (True, False, True, False, "ieee")
         assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+        raise KeyError("a failing run")
     assert flags() == before
+
+
+def conv_precision() -> str:
+    conv = getattr(torch.backends.cudnn, "conv", None)
+    if conv is not None and hasattr(conv, "fp32_precision"):
+        return conv.fp32_precision
+    return "tf32" if torch.backends.cudnn.allow_tf32 else "ieee"
+
+
+def test_fp32_convolutions_turn_tf32_off_and_back_on():
+    from salt.numerics import fp32_convolutions
+
+    before = conv_precision()
+    assert before == "tf32"  # PyTorch's default: why the context exists
+    with fp32_convolutions():
+        assert conv_precision() == "ieee"
+    assert conv_precision() == before
 
 
 # --------------------------------------------------------------------------- GPU
@@ -165,7 +184,18 @@ def test_cuda_rng_state_is_saved_and_restored_per_device():
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("model", ["linformer", "salt"])  # salt: the logit convolution's cuDNN backward
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+@pytest.mark.parametrize("model", ["salt", "linformer", "transformer", "part", "salt_pair"])
+def test_every_model_trains_on_cuda_under_deterministic_kernels(data, tmp_path, model, precision):
+    """Strict deterministic mode raises on any op without a deterministic kernel: every model family
+    (logit convolution, SDPA with and without a pair bias, the pair features) trains under it."""
+    summary = run(data, tmp_path / "run", "cuda", {"model": model}, precision=precision, schedule=[[64, 1]])
+    assert summary["device"].startswith("cuda") and summary["precision"] == precision
+    assert all(torch.isfinite(p).all() for p in weights(tmp_path / "run").values())
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("model", ["linformer", "salt", "transformer"])  # conv and fused-attention backwards
 def test_cuda_resume_after_a_signal_gives_the_same_weights(data, tmp_path, monkeypatch, model):
     from salt.training.checkpoint import CHECKPOINT_FORMAT
     from salt.training.signals import SIGNAL_HOOK_ENV, Preempted

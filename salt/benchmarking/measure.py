@@ -28,6 +28,7 @@ from typing import Any
 import torch
 
 from salt.models import ModelSpec, build_model
+from salt.numerics import fp32_convolutions
 from salt.benchmarking.limits import MIN_TIMED_PASSES, device_kind, resolve_threads
 from salt.benchmarking.runtime import indexed_device, random_jets, synchronize, tune_allocator
 
@@ -215,6 +216,7 @@ def measure_config(job: dict[str, Any]) -> dict[str, Any]:
             if job["chunk_rows"] is not None:
                 model.inference_chunk_rows = job["chunk_rows"]
             stack.enter_context(torch.inference_mode())
+            stack.enter_context(fp32_convolutions())  # "fp32" rows: cuDNN would otherwise take TF32
             if precision == "bf16":  # graphs must not hold autocast's cast cache from outside their pool
                 stack.enter_context(torch.autocast(kind, dtype=torch.bfloat16, cache_enabled=backend != "cudagraph"))
             if kind == "cuda":
