@@ -26,14 +26,18 @@ WORKDIR/summary.txt.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.metadata
 import importlib.util
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import sysconfig
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -91,16 +95,35 @@ def environment(scratch: Path, site: Path | None = None) -> dict[str, str]:
     return env
 
 
-def run_logged(cmd: list[str], log: Path, env: dict[str, str], cwd: Path = ROOT, timeout: int = 1800) -> int:
-    """Run `cmd`, its output to the console and to `log`."""
+def run_logged(cmd: list[str], log: Path, env: dict[str, str], cwd: Path = ROOT, timeout: float = 1800) -> int:
+    """Run `cmd`, its output to the console and to `log`; killed (with its children) after `timeout`
+    seconds, returning 124, so one hang cannot use up a GPU node's time."""
     say(f"$ {' '.join(cmd)}")
     with open(log, "w") as f:
-        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            sys.stdout.write(line)
-            f.write(line)
-        return proc.wait(timeout)
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                start_new_session=True)
+        fired = threading.Event()
+
+        def kill() -> None:
+            fired.set()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+
+        timer = threading.Timer(timeout, kill)
+        timer.start()
+        try:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                sys.stdout.write(line)
+                f.write(line)
+            code = proc.wait()
+        finally:
+            timer.cancel()
+        if fired.is_set():
+            f.write(f"\ngpu-check: TIMED OUT after {timeout:.0f} s: {' '.join(cmd)}\n")
+            say(f"gpu-check: TIMED OUT after {timeout:.0f} s")
+            return 124
+        return code
 
 
 def gpu_header() -> list[str]:
@@ -123,6 +146,21 @@ def gpu_header() -> list[str]:
     return lines
 
 
+def triton_build_problems() -> list[str]:
+    """What Triton lacks to build its launchers at the first kernel launch (the fused backend,
+    torch.compile): a C compiler and Python's headers. The interpreter and an ahead-of-time compile
+    need neither, so only a GPU run finds out."""
+    if importlib.util.find_spec("triton") is None:
+        return ["triton is not installed: the fused backend and torch.compile are skipped or fail"]
+    problems = []
+    if not (os.environ.get("CC") or shutil.which("gcc") or shutil.which("clang") or shutil.which("cc")):
+        problems.append("no C compiler (gcc, clang, cc or $CC)")
+    include = sysconfig.get_paths().get("include", "")
+    if not (Path(include) / "Python.h").exists():
+        problems.append(f"no Python.h in {include} (the python3-dev package)")
+    return [f"triton cannot build its launchers: {p}; the fused and compile backends will fail" for p in problems]
+
+
 def gpu_test_files() -> list[str]:
     return sorted(str(p.relative_to(ROOT)) for p in (ROOT / "tests").glob("test_*.py")
                   if "mark.gpu" in p.read_text())
@@ -138,7 +176,7 @@ def missing_modules() -> list[str]:
     return [pkg for module, pkg in WORKFLOW_MODULES.items() if importlib.util.find_spec(module) is None]
 
 
-def workflow(workdir: Path, env: dict[str, str], cores: int) -> tuple[bool, list[str]]:
+def workflow(workdir: Path, env: dict[str, str], cores: int, timeout: float) -> tuple[bool, list[str]]:
     """The tiny config on cpu and cuda, then the report; returns (ok, summary lines)."""
     sys.path.insert(0, str(ROOT / "tests"))
     from workflowrun import copy_workflow, tiny_config
@@ -151,7 +189,7 @@ def workflow(workdir: Path, env: dict[str, str], cores: int) -> tuple[bool, list
     config["bench"]["devices"] = ["cpu", "cuda"]
     copy_workflow(work, config)
     snakemake = [sys.executable, "-m", "snakemake", f"-c{cores}"]
-    code = run_logged([*snakemake, "--printshellcmds"], workdir / "workflow.log", env, cwd=work, timeout=3600)
+    code = run_logged([*snakemake, "--printshellcmds"], workdir / "workflow.log", env, cwd=work, timeout=timeout)
     lines = []
     stats = re.search(r"Job stats:\n(.*?)\n\n", (workdir / "workflow.log").read_text(), re.S)
     if stats:
@@ -160,7 +198,7 @@ def workflow(workdir: Path, env: dict[str, str], cores: int) -> tuple[bool, list
         logs = sorted(p for p in (work / "logs").rglob("*.log") if p.stat().st_size) if (work / "logs").exists() else []
         return False, lines + [f"workflow FAILED (exit {code}); log {workdir / 'workflow.log'}; job logs:",
                                *(f"  {p}" for p in logs)]
-    code = run_logged([*snakemake, "--report", "report.html"], workdir / "report.log", env, cwd=work)
+    code = run_logged([*snakemake, "--report", "report.html"], workdir / "report.log", env, cwd=work, timeout=timeout)
     tables = work / "results/tables/resources.md"
     gpu_rows = []
     if tables.exists():
@@ -182,6 +220,10 @@ def main() -> int:
     p.add_argument("--wheels", default=os.environ.get("GPU_CHECK_WHEELS", str(ROOT / ".whl")),
                    help="a folder of wheels for what the image lacks (snakemake, hdf5plugin, ...): installed "
                         "with --no-deps into a scratch site folder, used where present (default ./.whl)")
+    p.add_argument("--timeout", type=float, default=1800, help="seconds each part may run before it is killed "
+                   "(default %(default)s)")
+    p.add_argument("--test-timeout", type=float, default=300, help="seconds one gpu test may run, with pytest-timeout "
+                   "where installed (default %(default)s)")
     p.add_argument("--skip-tests", action="store_true", help="to split the check over several runs")
     p.add_argument("--skip-loader", action="store_true")
     p.add_argument("--skip-workflow", action="store_true")
@@ -196,13 +238,18 @@ def main() -> int:
     summary = gpu_header()
     if site is not None:
         summary.append(f"wheels from {wheels} installed into {site}")
+    problems = triton_build_problems()
+    for problem in problems:
+        say(f"gpu-check: WARNING: {problem}")
+    summary += problems
     ok = True
 
     if not args.skip_tests:
         say("== 1. every gpu test")
         files = gpu_test_files()
+        per_test = [f"--timeout={args.test_timeout:g}"] if importlib.util.find_spec("pytest_timeout") else []
         code = run_logged([sys.executable, "-m", "pytest", "-m", "gpu", "-rs", "-q", "-p", "no:cacheprovider",
-                           *files], workdir / "pytest.log", env)
+                           *per_test, *files], workdir / "pytest.log", env, timeout=args.timeout)
         summary.append(f"gpu tests ({', '.join(files)}): {pytest_summary(workdir / 'pytest.log')}")
         ok &= code == 0
 
@@ -214,7 +261,8 @@ def main() -> int:
         else:
             code = run_logged([sys.executable, str(ROOT / "benchmarks/loader_speed.py"), "--device", "cuda",
                                "--workers", "0", "4", "8", "12", "--dir", str(scratch / "loader-shards"),
-                               "--output", str(workdir / "loader_speed.json")], workdir / "loader.log", env)
+                               "--output", str(workdir / "loader_speed.json")], workdir / "loader.log", env,
+                              timeout=args.timeout)
             verdict = [ln for ln in (workdir / "loader.log").read_text().splitlines()
                        if ln.startswith(("training step", "loader,", "PASS", "FAIL"))]
             verdict = verdict or (workdir / "loader.log").read_text().splitlines()[-3:]  # its error
@@ -229,7 +277,7 @@ def main() -> int:
                            "dependencies') in ./.whl or --wheels DIR, or pip install them")
             ok = False
         else:
-            flow_ok, lines = workflow(workdir, env, args.cores)
+            flow_ok, lines = workflow(workdir, env, args.cores, args.timeout)
             summary += lines
             ok &= flow_ok
 

@@ -11,6 +11,7 @@ import io
 import os
 import subprocess
 import sys
+import time
 import zipfile
 from pathlib import Path
 
@@ -134,3 +135,34 @@ def test_the_check_says_so_without_a_gpu(tmp_path):
                            "--wheels", str(tmp_path / "none")], capture_output=True, text=True)
     assert proc.returncode != 0
     assert "sees no CUDA GPU here" in proc.stderr and "run this on a GPU node" in proc.stderr
+
+
+def test_a_hung_part_is_killed_with_its_children(tmp_path):
+    env = dict(os.environ)
+    pidfile = tmp_path / "child.pid"
+    script = f"import subprocess, time; p = subprocess.Popen(['sleep', '60']); open({str(pidfile)!r}, 'w').write(str(p.pid)); print('started', flush=True); time.sleep(60)"
+    log = tmp_path / "part.log"
+    assert gpu_check.run_logged([sys.executable, "-c", script], log, env, timeout=2) == 124
+    assert "started" in log.read_text() and "TIMED OUT after 2 s" in log.read_text()
+    status = Path(f"/proc/{int(pidfile.read_text())}/status")
+    for _ in range(50):  # the part's own children went with it (dead, or a zombie nobody reaped yet)
+        try:
+            if "\nState:\tZ" in status.read_text():
+                break
+        except FileNotFoundError:
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError("the hung part's child is still running")
+    assert gpu_check.run_logged([sys.executable, "-c", "raise SystemExit(3)"], log, env, timeout=30) == 3
+
+
+def test_missing_compiler_and_headers_for_triton_are_named(monkeypatch, tmp_path):
+    pytest.importorskip("triton")
+    assert gpu_check.triton_build_problems() == []  # this machine builds kernels for the interpreter's tests
+    monkeypatch.delenv("CC", raising=False)
+    monkeypatch.setattr(gpu_check.shutil, "which", lambda name: None)
+    monkeypatch.setattr(gpu_check.sysconfig, "get_paths", lambda: {"include": str(tmp_path)})
+    problems = gpu_check.triton_build_problems()
+    assert len(problems) == 2
+    assert "no C compiler" in problems[0] and f"no Python.h in {tmp_path}" in problems[1]
