@@ -222,6 +222,24 @@ def test_onnxruntime_backend_agrees_with_eager(variant, mask, tmp_path):
     np.testing.assert_allclose(step()[0], expected, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("mask", [False, True])
+def test_onnxruntime_pass_on_bound_memory_gives_the_feeds_answer(mask, tmp_path):
+    """The binding the cuda backend uses (inputs where they lie, outputs left there), run on the CPU
+    provider: the same logits as feeding arrays, and a pass reuses the binding."""
+    onnxruntime = pytest.importorskip("onnxruntime")
+    spec = ModelSpec(model="salt", particles=21, classes=5, mask=mask)
+    path = bench.export_onnx(spec, tmp_path / "m.onnx", seed=5)
+    x, m = bench.random_jets(spec, 7, seed=3)
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    step = measure.bound_step(session, {"x": x, "mask": m}, "cpu", 0)
+    binding, _ = step()
+    first = binding.copy_outputs_to_cpu()[0].copy()
+    expected = measure._onnxruntime_step(str(path), x, m, 1, "cpu")()[0]
+    np.testing.assert_array_equal(first, expected)
+    step()
+    np.testing.assert_array_equal(binding.copy_outputs_to_cpu()[0], first)
+
+
 def test_bf16_and_fp32_rows_on_cpu():
     sweep = bench.run_sweep(ModelSpec(model="salt", particles=16, classes=5), batches=[8],
                             backends=["eager", "onnxruntime"], precisions=["fp32", "bf16"], **QUICK)
