@@ -24,19 +24,15 @@ def fp32_convolutions() -> Iterator[None]:
     bf16 autocast is not affected (it casts the convolution's inputs itself)."""
     conv = getattr(torch.backends.cudnn, "conv", None)
     if conv is not None and hasattr(conv, "fp32_precision"):  # torch >= 2.9; mixing it with allow_tf32 is refused
-        saved = conv.fp32_precision
-        conv.fp32_precision = "ieee"
-        try:
-            yield
-        finally:
-            conv.fp32_precision = saved
+        owner, name, exact = conv, "fp32_precision", "ieee"
     else:
-        saved = torch.backends.cudnn.allow_tf32
-        torch.backends.cudnn.allow_tf32 = False
-        try:
-            yield
-        finally:
-            torch.backends.cudnn.allow_tf32 = saved
+        owner, name, exact = torch.backends.cudnn, "allow_tf32", False
+    saved = getattr(owner, name)
+    setattr(owner, name, exact)
+    try:
+        yield
+    finally:
+        setattr(owner, name, saved)
 
 
 @contextmanager

@@ -25,7 +25,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from salt.models import ModelSpec, build_model
@@ -172,9 +171,6 @@ def _capture_graph(model: torch.nn.Module, x: torch.Tensor, mask: torch.Tensor, 
     return replay
 
 
-NUMPY_DTYPES = {torch.float32: np.float32, torch.bool: np.bool_, torch.uint8: np.uint8, torch.int64: np.int64}
-
-
 def _onnxruntime_step(path: str, x: torch.Tensor, mask: torch.Tensor, threads: int, kind: str
                       ) -> Callable[[], Any]:
     import onnxruntime
@@ -201,7 +197,8 @@ def bound_step(session: Any, tensors: dict[str, torch.Tensor], device_type: str,
     binding = session.io_binding()
     for i in session.get_inputs():
         t = tensors[i.name]
-        binding.bind_input(i.name, device_type, index, NUMPY_DTYPES[t.dtype], tuple(t.shape), t.data_ptr())
+        dtype = torch.empty(0, dtype=t.dtype).numpy().dtype
+        binding.bind_input(i.name, device_type, index, dtype, tuple(t.shape), t.data_ptr())
     for o in session.get_outputs():
         binding.bind_output(o.name, device_type, index)
 
