@@ -7,9 +7,9 @@ Steps, all in this process (a few minutes on an H200, most of it compiling kerne
 --quick tunes over fewer of them; --compile adds torch.compile baselines, minutes more):
 1. Exactness on the GPU: fused vs eager logits (fp32) for SAL-T with and without a mask, two
    blocks, the Linformer and N = 1024; max |diff| must be <= 1e-5.
-2. Tuning: the kernel's rows per tile (block_n), warps per program and tl.dot precision
-   (exact fp32 "ieee", or "tf32x3" tensor-core products if they pass step 1) at batch 4096,
-   for N = 150 and N = 1024; the best is used below.
+2. Tuning: the kernel's rows per tile (block_n), warps per program, register cap per thread
+   and tl.dot precision (exact fp32 "ieee", or "tf32x3" tensor-core products if they pass
+   step 1) at batch 4096, for N = 150 and N = 1024; the best is used below.
 3. Timing: CUDA events around each pass after warm-up (salt.benchmarking.measure), median of
    the timed passes. The fused kernel is replayed from a CUDA graph (no Python launch cost).
    Baselines: the eager models replayed from CUDA graphs, fp32 and bf16 autocast (the
@@ -57,10 +57,12 @@ def seconds(step: Callable[[], Any], dev: torch.device, args: argparse.Namespace
 
 
 def fused_step(model: torch.nn.Module, x: torch.Tensor, mask: torch.Tensor, dev: torch.device,
-               block_n: int, num_warps: int, precision: str) -> Callable[[], Any]:
+               config: Config) -> Callable[[], Any]:
     from salt.kernels.fused import FusedClassifier
 
-    fused = FusedClassifier(model, block_n=block_n, num_warps=num_warps, precision=precision)
+    block_n, num_warps, max_registers, precision = config
+    fused = FusedClassifier(model, block_n=min(block_n, max(16, 1 << (model.spec.particles - 1).bit_length())),
+                            num_warps=num_warps, precision=precision, max_registers=max_registers)
     return _capture_graph(fused, x, mask, 2, dev)
 
 
@@ -101,40 +103,48 @@ def check_exactness(dev: torch.device, precision: str) -> list[dict[str, Any]]:
     return rows
 
 
-# (rows per tile, warps per program) tried at batch 4096; on sm_90 under Triton 3.9, 32 x 4 and
-# 64 x 8 compile to ~180 registers per thread without spills, 64 x 4 and 16 x 1 spill
-TILES = ((16, 1), (32, 2), (32, 4), (64, 4), (64, 8), (128, 8))
-QUICK_TILES = ((32, 4), (64, 8))
-Config = tuple[int, int, str]  # block_n, num_warps, precision
+# (rows per tile, warps per program, register cap) tried at batch 4096. Compiled for sm_90 without a
+# GPU (benchmarks/fused_static.py, Triton 3.9, N = 150): 32 x 2 issues the fewest instructions per jet
+# (168 registers, 12 warps per SM); capped at 128 registers it spills 24 bytes and fits 16 warps
+TILES = ((16, 1, None), (32, 2, None), (32, 2, 128), (32, 4, None), (64, 4, None), (64, 8, None), (128, 8, None))
+QUICK_TILES = ((16, 1, None), (32, 2, None), (32, 2, 128), (32, 4, None))
+Config = tuple[int, int, int | None, str]  # block_n, num_warps, max_registers, precision
+
+
+def describe(config: Config) -> str:
+    block_n, warps, cap, precision = config
+    return (f"block_n {block_n}, {warps} warps, " + (f"<= {cap} registers, " if cap else "")
+            + f"dot precision {precision}")
 
 
 def tune(n: int, dev: torch.device, args: argparse.Namespace, precisions: list[str]
          ) -> tuple[Config, list[dict[str, Any]]]:
-    """(block_n, num_warps, precision) with the lowest median at the throughput batch, SAL-T at N = n."""
+    """(block_n, num_warps, max_registers, precision) with the lowest median at the throughput batch, SAL-T at N = n."""
     spec = spec_of("salt", n)
     torch.manual_seed(0)
     model = build_model(spec).to(dev).eval()
     x, mask = random_jets(spec, args.batch, dev, seed=1)
     rows = []
     for precision in precisions:
-        for block_n, warps in QUICK_TILES if args.quick else TILES:
+        for block_n, warps, cap in QUICK_TILES if args.quick else TILES:
             if block_n > max(16, 1 << (n - 1).bit_length()):
                 continue
-            row: dict[str, Any] = {"n": n, "block_n": block_n, "num_warps": warps, "precision": precision}
+            row: dict[str, Any] = {"n": n, "block_n": block_n, "num_warps": warps, "max_registers": cap,
+                                   "precision": precision}
             try:
                 with torch.inference_mode():
-                    step = fused_step(model, x, mask, dev, block_n, warps, precision)
+                    step = fused_step(model, x, mask, dev, (block_n, warps, cap, precision))
                     row["ns_per_jet"] = statistics.median(seconds(step, dev, args)) / args.batch * 1e9
             except Exception as err:  # a tile too big for the registers/shared memory: recorded, not fatal
                 row["error"] = str(err).splitlines()[0] if str(err) else type(err).__name__
             rows.append(row)
-            print(f"  tune N={n} {block_n}x{warps} {precision}: {row.get('ns_per_jet', row.get('error'))}",
+            print(f"  tune N={n} {block_n}x{warps} cap {cap} {precision}: {row.get('ns_per_jet', row.get('error'))}",
                   file=sys.stderr, flush=True)
     good = [r for r in rows if "ns_per_jet" in r]
     if not good:
         raise RuntimeError(f"no fused configuration ran at N = {n}: {rows}")
     best = min(good, key=lambda r: r["ns_per_jet"])
-    return (best["block_n"], best["num_warps"], best["precision"]), rows
+    return (best["block_n"], best["num_warps"], best["max_registers"], best["precision"]), rows
 
 
 def measure_all(dev: torch.device, args: argparse.Namespace, tuned: dict[int, Config]) -> list[dict[str, Any]]:
@@ -164,10 +174,9 @@ def measure_all(dev: torch.device, args: argparse.Namespace, tuned: dict[int, Co
         try:
             with torch.inference_mode():
                 if backend == "fused":
-                    block_n, warps, kernel_precision = tuned[150 if n <= 150 else 1024]
-                    row["kernel"] = f"block_n {block_n}, {warps} warps, dot precision {kernel_precision}"
-                    step = fused_step(model, x, mask, dev, min(block_n, max(16, 1 << (n - 1).bit_length())), warps,
-                                      kernel_precision)
+                    config = tuned[150 if n <= 150 else 1024]
+                    row["kernel"] = describe(config)
+                    step = fused_step(model, x, mask, dev, config)
                 else:
                     step = eager_step(model, x, mask, dev, precision, flash=backend.endswith("flash"),
                                       compiled=backend.startswith("compile"))
@@ -329,14 +338,14 @@ def measure(dev: torch.device, args: argparse.Namespace, info: dict[str, Any]) -
     for n in (150, 1024):
         tuned[n], rows = tune(n, dev, args, precisions)
         tuning += rows
-        print(f"tuned N = {n}: block_n {tuned[n][0]}, num_warps {tuned[n][1]}, precision {tuned[n][2]}", flush=True)
+        print(f"tuned N = {n}: {describe(tuned[n])}", flush=True)
     rows = measure_all(dev, args, tuned)
     peak, peak_note = fp32_peak_flops(dev, args.peak_tflops)
     lines = report(rows, args.batch, peak, peak_note)
     print("\n".join(lines))
     print(f"\ntuning (ns/jet at batch {args.batch}):")
     for r in tuning:
-        print(f"  N={r['n']} block_n={r['block_n']} warps={r['num_warps']} {r['precision']}: "
+        print(f"  N={r['n']} block_n={r['block_n']} warps={r['num_warps']} cap={r['max_registers']} {r['precision']}: "
               + (f"{r['ns_per_jet']:.1f}" if "ns_per_jet" in r else r["error"]))
     if args.output:
         from salt.atomic import write_json

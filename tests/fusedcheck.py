@@ -96,28 +96,6 @@ def run_cases() -> dict[str, float]:
     return diffs
 
 
-def compile_for_gpu(spec: Any, *, has_mask: bool, arch: int = 90, **options: Any) -> Any:
-    """The fused kernel for `spec` compiled ahead of time for an sm_`arch` GPU, which needs no
-    GPU (Triton ships ptxas): what a launch would compile, so GPU-only compile errors show on a CPU."""
-    import inspect
-
-    import triton
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
-
-    from salt.kernels.fused import FUSED_OPTIONS, FusedClassifier
-    from salt.kernels.salt_forward import salt_forward_kernel
-    from salt.models import build_model
-
-    fused = FusedClassifier(build_model(spec), **options)
-    meta = {**fused.meta, "HAS_MASK": has_mask}
-    names = inspect.signature(salt_forward_kernel.fn).parameters
-    signature = {n: "constexpr" if n in meta else "*u8" if n == "mask_ptr" else "*fp32" for n in names}
-    return triton.compile(ASTSource(salt_forward_kernel, signature, constexprs=meta),
-                          target=GPUTarget("cuda", arch, 32),
-                          options={"num_warps": fused.num_warps, **FUSED_OPTIONS})
-
-
 def run_interpreted(timeout: float = 600) -> dict[str, float]:
     """run_cases() in a child process under TRITON_INTERPRET=1."""
     env = {**os.environ, "TRITON_INTERPRET": "1"}

@@ -44,9 +44,9 @@ def test_fused_reproduces_reference_fixtures(diffs, case):
 def test_kernel_compiles_for_sm90(knobs, has_mask, options):
     """The interpreter does not run Triton's compiler: compile for an H100/H200 ahead of time
     (this process never sets TRITON_INTERPRET, so the kernel here is the compiled kind)."""
-    from fusedcheck import compile_for_gpu
+    from salt.kernels.offline import compile_offline
 
-    kernel = compile_for_gpu(ModelSpec(particles=150, classes=5, **knobs), has_mask=has_mask, **options)
+    kernel = compile_offline(ModelSpec(particles=150, classes=5, **knobs), has_mask=has_mask, **options)
     assert kernel.asm["cubin"]
 
 

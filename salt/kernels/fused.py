@@ -23,11 +23,13 @@ from salt.models.spec import AGGREGATIONS, ModelSpec
 
 log = logging.getLogger(__name__)
 
-# the widest padded d_model, d_ff, heads × partitions and features one program keeps in registers
+# the widest padded d_model, d_ff and heads × partitions one program keeps in registers
 MAX_WIDTH = 128
 # compiler options of every launch: multiply-adds contracted to FMAs (as Triton <= 3.9 does by default;
-# stated so a changed default cannot change the numbers)
-FUSED_OPTIONS = {"enable_fp_fusion": True}
+# stated so a changed default cannot change the numbers); one stage, because the tile loops read a
+# jet's scratch from L1/L2 and Triton's software pipelining would stage those loads through shared
+# memory (87 kB per program on sm_90 at N = 150) at the cost of a quarter more instructions
+FUSED_OPTIONS = {"enable_fp_fusion": True, "num_stages": 1}
 # tl.dot's input precision: "ieee" is exact fp32; "tf32x3" (three TF32 tensor-core products) is near it
 PRECISIONS = ("ieee", "tf32x3")
 
@@ -43,24 +45,29 @@ def coverage(spec: ModelSpec) -> str | None:
         return f"model {spec.model!r} uses full softmax attention; the fused kernel covers the linear-attention family"
     if spec.pair_bias:
         return f"model {spec.model!r} adds a pairwise attention bias, which the fused kernel does not compute"
-    widths = {"d_model": spec.d_model, "d_ff": spec.d_ff, "heads x partitions": spec.heads * spec.partitions,
-              "features": spec.features}
+    widths = {"d_model": spec.d_model, "d_ff": spec.d_ff, "heads x partitions": spec.heads * spec.partitions}
     for name, value in widths.items():
         if _pow2(value) > MAX_WIDTH:
             return f"{name} {value} pads to more than {MAX_WIDTH} columns, too wide for one program"
     return None
 
 
-def fused_extra_bytes(spec: ModelSpec, batch: int) -> int:
+def default_block_n(particles: int) -> int:
+    """Rows per tile: 32 rows x 16 columns on 2-4 warps compile without spills on sm_90."""
+    return min(_pow2(particles), 32)
+
+
+def fused_extra_bytes(spec: ModelSpec, batch: int, block_n: int | None = None) -> int:
     """Device memory the fused forward needs beside the model and its inputs: the packed
     weights (E and F as (H·p, N) matrices dominate), the mask as bytes, and the scratch
-    buffers of block inputs and raw logits (read back at shifted rows)."""
+    buffers of block inputs, raw logits (read back at shifted rows) and a tile's softmax."""
     n, dp, hpp, ffp = spec.particles, _pow2(spec.d_model), _pow2(spec.heads * spec.partitions), _pow2(spec.d_ff)
     heights = spec.conv_heights or (1,)
     taps = max((h - 1) // 2 for h in heights) + 1 + max(h - 1 - (h - 1) // 2 for h in heights)
-    per_block = 2 * hpp * n + 4 * dp * dp + 2 * dp * ffp + taps * hpp * hpp + 4 * dp + ffp + 5
-    head = spec.hidden_layers * (dp * dp + dp) + (_pow2(spec.features) + 2 + _pow2(spec.classes)) * dp
-    scratch = batch * n * (min(2, spec.blocks) * dp + (hpp if spec.conv else 0))
+    per_block = 2 * hpp * n + 4 * dp * dp + 2 * dp * ffp + taps * spec.partitions * hpp + 4 * dp + ffp + 5
+    head = spec.hidden_layers * (dp * dp + dp) + (spec.features + 2 + _pow2(spec.classes)) * dp
+    tile = block_n or default_block_n(n)
+    scratch = batch * (n * (min(2, spec.blocks) * dp + (hpp if spec.conv else 0)) + 2 * tile * hpp)
     return 4 * (spec.blocks * per_block + head + scratch) + batch * n
 
 
@@ -102,7 +109,7 @@ class FusedClassifier(nn.Module):
     """
 
     def __init__(self, model: JetClassifier, block_n: int | None = None, num_warps: int | None = None,
-                 precision: str = "ieee") -> None:
+                 precision: str = "ieee", max_registers: int | None = None) -> None:
         super().__init__()
         spec = model.spec
         reason = coverage(spec)
@@ -112,28 +119,30 @@ class FusedClassifier(nn.Module):
             raise ValueError(f"fused kernel: precision {precision!r}; expected one of {PRECISIONS}")
         self.spec = spec
         n, h, p = spec.particles, spec.heads, spec.partitions
-        dp, fp, hpp, ffp, cp = (_pow2(spec.d_model), _pow2(spec.features), _pow2(h * p), _pow2(spec.d_ff),
-                                _pow2(spec.classes))
-        # a tile of 32 rows x 16 columns on 4 warps (one warp per 8 rows): about 180 registers per
-        # thread on sm_90 under Triton 3.9 (110 under 3.6) without spills; 64 rows on 4 warps spill
-        self.block_n = block_n or min(_pow2(n), 32)
+        dp, hpp, ffp, cp = _pow2(spec.d_model), _pow2(h * p), _pow2(spec.d_ff), _pow2(spec.classes)
+        self.block_n = block_n or default_block_n(n)
         if self.block_n < 16 or self.block_n & (self.block_n - 1):
             raise ValueError(f"fused kernel: block_n {self.block_n} must be a power of two >= 16")
-        self.num_warps = num_warps or self.block_n // 8
+        self.num_warps = num_warps or max(1, self.block_n // 16)
+        # what every launch is compiled with; max_registers caps registers per thread (ptxas
+        # spills past it): more programs fit on a multiprocessor, which can pay for a few spills
+        self.launch_options = {"num_warps": self.num_warps, **FUSED_OPTIONS}
+        if max_registers is not None:
+            self.launch_options["maxnreg"] = max_registers
         blocks = list(model.blocks)
         conv = blocks[0].attn.conv
         taps, top = (conv.size, conv.top) if conv is not None else (1, 0)
-        self.meta = dict(N=n, F=spec.features, C=spec.classes, P=p, HP=h * p, DK=spec.head_dim, FP=fp, DP=dp,
+        self.meta = dict(N=n, F=spec.features, C=spec.classes, P=p, HP=h * p, DK=spec.head_dim, DP=dp,
                          HPP=hpp, FFP=ffp, CP=cp, D=spec.d_model, BLOCKS=spec.blocks, HIDDEN=spec.hidden_layers,
                          CONV=conv is not None, R=taps, TOP=top, AGG=AGGREGATIONS.index(spec.aggregation),
                          HAS_MASK=False, BLOCK_N=self.block_n, PREC=precision)
         with torch.no_grad():
-            packed = self._pack(model, blocks, dp, fp, hpp, ffp, cp, taps)
+            packed = self._pack(model, blocks, dp, hpp, ffp, cp, taps)
         for name, value in packed.items():
             self.register_buffer(name, value.float().contiguous(), persistent=False)
 
     @staticmethod
-    def _pack(model: JetClassifier, blocks: list[nn.Module], dp: int, fp: int, hpp: int, ffp: int, cp: int,
+    def _pack(model: JetClassifier, blocks: list[nn.Module], dp: int, hpp: int, ffp: int, cp: int,
               taps: int) -> dict[str, torch.Tensor]:
         spec = model.spec
         h, p = spec.heads, spec.partitions
@@ -152,11 +161,10 @@ class FusedClassifier(nn.Module):
             if attn.conv is not None:
                 kernel, bias = attn.conv.fused()
                 mixers = kernel[:, attn.conv._tap] * attn.conv._tap_valid  # (R, c, j) as LogitConv uses them
-                eye = torch.eye(h, dtype=kernel.dtype, device=kernel.device)
-                mix = torch.stack([torch.kron(eye, m) for m in mixers])  # (R, H·p, H·p): every head alike
+                mix = mixers.repeat(1, 1, h)  # (R, c, H·p): input column c of a head into every head's column j
             else:
-                mix, bias = attn.E.new_zeros(1, h * p, h * p), attn.E.new_zeros(())  # not read
-            out["mc"].append(_pad(mix, taps, hpp, hpp))
+                mix, bias = attn.E.new_zeros(1, p, h * p), attn.E.new_zeros(())  # not read
+            out["mc"].append(_pad(mix, taps, p, hpp))
             out["cb"].append(bias.reshape(1))
             out["w1"].append(_pad(block.ffn1.weight.t(), dp, ffp))
             out["b1"].append(_pad(block.ffn1.bias, ffp))
@@ -165,7 +173,7 @@ class FusedClassifier(nn.Module):
             out["dyt"].append(torch.cat([block.dyt1.alpha, block.dyt1.beta, block.dyt2.alpha, block.dyt2.beta]))
         packed = {k: torch.stack(v) for k, v in out.items()}
         packed["cb"] = packed["cb"].reshape(-1)
-        packed["we"] = _pad(model.embed.weight.t(), fp, dp)
+        packed["we"] = _pad(model.embed.weight.t(), spec.features, dp)
         packed["be"] = _pad(model.embed.bias, dp)
         packed["wh"] = torch.stack([_pad(layer.weight.t(), dp, dp) for layer in model.hidden])
         packed["bh"] = torch.stack([_pad(layer.bias, dp) for layer in model.hidden])
@@ -189,13 +197,14 @@ class FusedClassifier(nn.Module):
         # block inputs (two when a block's output is the next one's input) and the raw logits
         xs = x.new_empty(min(2, self.spec.blocks), b, n, self.meta["DP"])
         ls = x.new_empty(b, n, self.meta["HPP"]) if self.meta["CONV"] else x.new_empty(1)
+        ss = x.new_empty(b, 2, self.block_n, self.meta["HPP"])  # a tile's logits and exponentials
         # Triton launches on the current device: make it the input's (cuda:1 while cuda:0 is current)
         with torch.cuda.device(x.device) if x.device.type == "cuda" else contextlib.nullcontext():
             salt_forward_kernel[(b,)](
-                x, mask_u8, xs, ls, out, self.we, self.be,
+                x, mask_u8, xs, ls, ss, out, self.we, self.be,
                 self.pe, self.pf, self.wk, self.wq, self.wv, self.wo, self.bo, self.mc, self.cb,
                 self.w1, self.b1, self.w2, self.b2, self.dyt, self.wh, self.bh, self.wout, self.bout,
-                **{**self.meta, "HAS_MASK": mask is not None}, num_warps=self.num_warps, **FUSED_OPTIONS,
+                **{**self.meta, "HAS_MASK": mask is not None}, **self.launch_options,
             )
         return out
 

@@ -2,13 +2,16 @@
 
 On a GPU the eager model runs as dozens of tiny kernels whose launches and round trips
 through memory cost far more than its arithmetic. Here one program reads its jet once and
-writes its C logits. Its only other memory traffic is a per-jet scratch of block inputs and
-raw logits (N x 16 floats each at the paper's sizes, small enough to stay in the caches):
-the logit convolution reads rows above and below a tile, which registers cannot shift.
+writes its C logits. Its only other memory traffic is a per-jet scratch of block inputs,
+raw logits and one tile's softmax (N x 16 floats each at the paper's sizes, small enough to
+stay in the caches): the logit convolution reads rows above and below a tile, and the
+softmax reads each head's columns, which registers cannot shift between threads.
 
 The algebra is the eager fused path's (salt/models/attention.py), rearranged so every step
-is a small matrix product over a tile of BLOCK_N particle rows:
+is a small matrix product over a tile of BLOCK_N particle rows, or a few multiply-adds per
+element where a product would be mostly padding:
 
+* The embedding: F multiply-adds per output (a jet has a handful of features per particle).
 * E and F (block-diagonal for SAL-T, dense for the Linformer and the no-partition
   ablation) are handed over as one dense (H·p, N) matrix each, zero off the diagonal
   blocks; a short last partition and empty partitions (p > N) come out as in eager.
@@ -18,15 +21,19 @@ is a small matrix product over a tile of BLOCK_N particle rows:
   (pass 1b writes them to scratch).
 * The logit convolution (every height averaged into one kernel of R rows, as eager
   does) mixes the p columns of each head over R neighbouring rows:
-  conv[n] = bias + sum_r raw[n + r - top] M_r, M_r the (H·p, H·p) block-diagonal mixer of
-  tap r, rows outside the jet zero (pass 2 reads the raw logits back at shifted rows).
+  conv[n, h·p + j] = bias + sum_r sum_c raw[n + r - top, h·p + c] M_r[c, j], rows outside
+  the jet zero: R·p multiply-adds per element, from loads of the raw logits at shifted
+  rows and gathered columns (pass 2). A dense (H·p, H·p) product per tap would be H times
+  the work, all but the diagonal blocks zero.
+* The softmax within each head: a tile's logits go to scratch and each column reads its
+  head's p columns back for the maximum, then the exponentials likewise for the sum.
 * VO = (FX W_v^T masked to each head) W_o^T: attention output = softmax(logits) VO + b_o;
   then DyT, the FFN, DyT, and the pooling of the last block's rows.
 
-Every dimension is padded to a power of two of at least 16 (tl.dot's smallest tile) with
-zero weights, so padded columns contribute nothing; padded rows are masked. Products use
-input_precision PREC: "ieee" (exact fp32; TF32 would break the 1e-5 agreement with eager)
-or "tf32x3". Only APIs present in both Triton 3.6 and 3.9 are used.
+Product dimensions are padded to a power of two of at least 16 (tl.dot's smallest tile)
+with zero weights, so padded columns contribute nothing; padded rows are masked. Products
+use input_precision PREC: "ieee" (exact fp32; TF32 would break the 1e-5 agreement with
+eager) or "tf32x3". Only APIs present in both Triton 3.6 and 3.9 are used.
 """
 
 from __future__ import annotations
@@ -62,13 +69,13 @@ def _rows(x_ptr, mask_ptr, jet, rows, N: tl.constexpr, DP: tl.constexpr, HAS_MAS
 
 @triton.jit
 def salt_forward_kernel(
-    inp_ptr, mask_ptr, xs_ptr, ls_ptr, out_ptr,
+    inp_ptr, mask_ptr, xs_ptr, ls_ptr, ss_ptr, out_ptr,
     we_ptr, be_ptr,
     pe_ptr, pf_ptr, wk_ptr, wq_ptr, wv_ptr, wo_ptr, bo_ptr, mc_ptr, cb_ptr,
     w1_ptr, b1_ptr, w2_ptr, b2_ptr, dyt_ptr,
     wh_ptr, bh_ptr, wout_ptr, bout_ptr,
     N: tl.constexpr, F: tl.constexpr, C: tl.constexpr, P: tl.constexpr, HP: tl.constexpr, DK: tl.constexpr,
-    FP: tl.constexpr, DP: tl.constexpr, HPP: tl.constexpr, FFP: tl.constexpr, CP: tl.constexpr,
+    DP: tl.constexpr, HPP: tl.constexpr, FFP: tl.constexpr, CP: tl.constexpr,
     D: tl.constexpr, BLOCKS: tl.constexpr, HIDDEN: tl.constexpr, CONV: tl.constexpr, R: tl.constexpr,
     TOP: tl.constexpr, AGG: tl.constexpr, HAS_MASK: tl.constexpr, BLOCK_N: tl.constexpr, PREC: tl.constexpr,
 ):
@@ -85,6 +92,10 @@ def salt_forward_kernel(
     head_mask = (head_of_hp[:, None] == (cols // DK)[None, :]) & hp_ok[:, None]
     dd = cols[:, None] * DP + cols[None, :]
     l_jet = ls_ptr + jet * N * HPP  # this jet's raw logits (N, HPP), for the convolution's shifted reads
+    # this jet's softmax scratch: a tile's logits, then its exponentials (2, BLOCK_N, HPP); s_head: the
+    # first column of each column's head (padded columns read head 0 and are zeroed after)
+    s_tile = ss_ptr + jet * 2 * BLOCK_N * HPP + ar[:, None] * HPP + hpr[None, :]
+    s_head = ss_ptr + jet * 2 * BLOCK_N * HPP + ar[:, None] * HPP + tl.where(hp_ok, head_of_hp * P, 0)[None, :]
 
     pooled = tl.full((DP,), float("-inf"), tl.float32)
     if AGG != 0:
@@ -100,11 +111,12 @@ def salt_forward_kernel(
             rows = start + ar
             row_ok = rows < N
             if layer == 0:
-                feats = tl.arange(0, FP)
-                raw = tl.load(inp_ptr + jet * N * F + rows[:, None] * F + feats[None, :],
-                              mask=row_ok[:, None] & (feats[None, :] < F), other=0.0)
-                x = tl.dot(raw, tl.load(we_ptr + feats[:, None] * DP + cols[None, :]), input_precision=PREC)
-                x = tl.where(row_ok[:, None], tl.maximum(x + tl.load(be_ptr + cols)[None, :], 0.0), 0.0)
+                # a few features per particle: F multiply-adds per output beat a product padded to 16
+                x = tl.zeros((BLOCK_N, DP), tl.float32) + tl.load(be_ptr + cols)[None, :]
+                for f in tl.static_range(F):
+                    feature = tl.load(inp_ptr + jet * N * F + rows * F + f, mask=row_ok, other=0.0)
+                    x += feature[:, None] * tl.load(we_ptr + f * DP + cols)[None, :]
+                x = tl.where(row_ok[:, None], tl.maximum(x, 0.0), 0.0)
                 tl.store(x_in + rows[:, None] * DP + cols[None, :], x, mask=row_ok[:, None])
                 if HAS_MASK:
                     keep = tl.load(mask_ptr + jet * N + rows, mask=row_ok, other=0) != 0
@@ -151,25 +163,28 @@ def salt_forward_kernel(
                 for r in tl.static_range(R):
                     src = rows + (r - TOP)
                     ok = (src >= 0) & (src < N)
-                    shifted = tl.load(l_jet + tl.where(ok, src, 0)[:, None] * HPP + hpr[None, :], mask=ok[:, None],
-                                      other=0.0)
-                    mix = tl.load(mc_ptr + (layer * R + r) * HPP * HPP + hpr[:, None] * HPP + hpr[None, :])
-                    logits += tl.dot(shifted, mix, input_precision=PREC)
+                    line = l_jet + tl.where(ok, src, 0)[:, None] * HPP
+                    # column h·p + j takes column h·p + c of its own head: p multiply-adds, not H·p
+                    for c in tl.static_range(P):
+                        shifted = tl.load(line + (head_of_hp * P + c)[None, :], mask=ok[:, None] & hp_ok[None, :],
+                                          other=0.0)
+                        logits += shifted * tl.load(mc_ptr + ((layer * R + r) * P + c) * HPP + hpr)[None, :]
             else:
                 logits = tl.dot(_rows(x_in, mask_ptr, jet, rows, N, DP, HAS_MASK, True), kpw_t, input_precision=PREC)
-            # softmax within each head's p columns
-            shift = tl.zeros((BLOCK_N, HPP), tl.float32)
-            for h in tl.static_range(HP // P):
-                in_head = (head_of_hp == h)[None, :]
-                top = tl.max(tl.where(in_head, logits, float("-inf")), axis=1)
-                shift = tl.where(in_head, top[:, None], shift)
-            e = tl.where(hp_ok[None, :], tl.exp(logits - shift), 0.0)
-            total = tl.zeros((BLOCK_N, HPP), tl.float32)
-            for h in tl.static_range(HP // P):
-                in_head = (head_of_hp == h)[None, :]
-                s = tl.sum(tl.where(in_head, e, 0.0), axis=1)
-                total = tl.where(in_head, s[:, None], total)
-            attn = e / tl.where(hp_ok[None, :], total, 1.0)
+            # softmax within each head's p columns, through this jet's scratch: column h·p + j reads its
+            # head's p columns back, so no reduction crosses threads (shuffles cost more than the loads)
+            tl.store(s_tile, logits)
+            tl.debug_barrier()
+            top = tl.load(s_head)
+            for c in tl.static_range(1, P):
+                top = tl.maximum(top, tl.load(s_head + c))
+            e = tl.exp(logits - top)
+            tl.store(s_tile + BLOCK_N * HPP, e)
+            tl.debug_barrier()
+            total = tl.load(s_head + BLOCK_N * HPP)
+            for c in tl.static_range(1, P):
+                total += tl.load(s_head + BLOCK_N * HPP + c)
+            attn = tl.where(hp_ok[None, :], e / total, 0.0)
 
             x = _rows(x_in, mask_ptr, jet, rows, N, DP, HAS_MASK, False)
             o1 = _dyt(x + tl.dot(attn, vo, input_precision=PREC) + bo[None, :], a1, c1, col_ok)
