@@ -40,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from salt.benchmarking.measure import _capture_graph, _time_passes  # noqa: E402
 from salt.benchmarking.runtime import indexed_device, random_jets  # noqa: E402
+from salt.kernels.fused import FusedClassifier  # noqa: E402  (Triton is imported at the first launch)
 from salt.models import ModelSpec, build_model  # noqa: E402
 from salt.models.cost import model_cost  # noqa: E402
 from salt.numerics import fp32_convolutions  # noqa: E402
@@ -58,8 +59,6 @@ def seconds(step: Callable[[], Any], dev: torch.device, args: argparse.Namespace
 
 def fused_step(model: torch.nn.Module, x: torch.Tensor, mask: torch.Tensor, dev: torch.device,
                config: Config) -> Callable[[], Any]:
-    from salt.kernels.fused import FusedClassifier
-
     block_n, num_warps, max_registers, precision = config
     fused = FusedClassifier(model, block_n=min(block_n, max(16, 1 << (model.spec.particles - 1).bit_length())),
                             num_warps=num_warps, precision=precision, max_registers=max_registers)
@@ -82,8 +81,6 @@ def eager_step(model: torch.nn.Module, x: torch.Tensor, mask: torch.Tensor, dev:
 
 
 def check_exactness(dev: torch.device, precision: str) -> list[dict[str, Any]]:
-    from salt.kernels.fused import FusedClassifier
-
     cases = [("salt", dict(particles=150), 1024), ("salt", dict(particles=150, mask=True, blocks=2), 1024),
              ("salt_nopartition", dict(particles=150), 256), ("linformer", dict(particles=150), 256),
              ("salt", dict(particles=1024), 64), ("salt", dict(particles=37, partitions=3, classes=1), 256)]
@@ -103,11 +100,14 @@ def check_exactness(dev: torch.device, precision: str) -> list[dict[str, Any]]:
     return rows
 
 
-# (rows per tile, warps per program, register cap) tried at batch 4096. Compiled for sm_90 without a
-# GPU (benchmarks/fused_static.py, Triton 3.9, N = 150): 32 x 2 issues the fewest instructions per jet
-# (168 registers, 12 warps per SM); capped at 128 registers it spills 24 bytes and fits 16 warps
+# (rows per tile, warps per program, register cap) tried at the throughput batch. Compiled for sm_90
+# without a GPU (benchmarks/fused_static.py, Triton 3.9, N = 150): 32 x 2 issues the fewest instructions
+# per jet (168 registers, 12 warps per SM); capped at 128 registers it spills 24 bytes and fits 16 warps
 TILES = ((16, 1, None), (32, 2, None), (32, 2, 128), (32, 4, None), (64, 4, None), (64, 8, None), (128, 8, None))
 QUICK_TILES = ((16, 1, None), (32, 2, None), (32, 2, 128), (32, 4, None))
+# at batch 1 a jet's latency is its slowest warp's: more warps per program, fewer instructions each
+LATENCY_TILES = ((32, 2, None), (32, 4, None), (64, 4, None), (64, 8, None), (128, 8, None))
+QUICK_LATENCY_TILES = ((32, 4, None), (64, 8, None))
 Config = tuple[int, int, int | None, str]  # block_n, num_warps, max_registers, precision
 
 
@@ -117,37 +117,39 @@ def describe(config: Config) -> str:
             + f"dot precision {precision}")
 
 
-def tune(n: int, dev: torch.device, args: argparse.Namespace, precisions: list[str]
-         ) -> tuple[Config, list[dict[str, Any]]]:
-    """(block_n, num_warps, max_registers, precision) with the lowest median at the throughput batch, SAL-T at N = n."""
+def tune(n: int, batch: int, tiles: tuple[tuple[int, int, int | None], ...], dev: torch.device,
+         args: argparse.Namespace, precisions: list[str]) -> tuple[Config, list[dict[str, Any]]]:
+    """(block_n, num_warps, max_registers, precision) with the lowest median at `batch`, SAL-T at N = n."""
     spec = spec_of("salt", n)
     torch.manual_seed(0)
     model = build_model(spec).to(dev).eval()
-    x, mask = random_jets(spec, args.batch, dev, seed=1)
+    x, mask = random_jets(spec, batch, dev, seed=1)
     rows = []
     for precision in precisions:
-        for block_n, warps, cap in QUICK_TILES if args.quick else TILES:
+        for block_n, warps, cap in tiles:
             if block_n > max(16, 1 << (n - 1).bit_length()):
                 continue
-            row: dict[str, Any] = {"n": n, "block_n": block_n, "num_warps": warps, "max_registers": cap,
-                                   "precision": precision}
+            row: dict[str, Any] = {"n": n, "batch": batch, "block_n": block_n, "num_warps": warps,
+                                   "max_registers": cap, "precision": precision}
             try:
                 with torch.inference_mode():
                     step = fused_step(model, x, mask, dev, (block_n, warps, cap, precision))
-                    row["ns_per_jet"] = statistics.median(seconds(step, dev, args)) / args.batch * 1e9
+                    row["ns_per_jet"] = statistics.median(seconds(step, dev, args)) / batch * 1e9
             except Exception as err:  # a tile too big for the registers/shared memory: recorded, not fatal
                 row["error"] = str(err).splitlines()[0] if str(err) else type(err).__name__
             rows.append(row)
-            print(f"  tune N={n} {block_n}x{warps} cap {cap} {precision}: {row.get('ns_per_jet', row.get('error'))}",
+            print(f"  tune N={n} batch={batch} {block_n}x{warps} cap {cap} {precision}: "
+                  f"{row.get('ns_per_jet', row.get('error'))}",
                   file=sys.stderr, flush=True)
     good = [r for r in rows if "ns_per_jet" in r]
     if not good:
-        raise RuntimeError(f"no fused configuration ran at N = {n}: {rows}")
+        raise RuntimeError(f"no fused configuration ran at N = {n}, batch {batch}: {rows}")
     best = min(good, key=lambda r: r["ns_per_jet"])
     return (best["block_n"], best["num_warps"], best["max_registers"], best["precision"]), rows
 
 
-def measure_all(dev: torch.device, args: argparse.Namespace, tuned: dict[int, Config]) -> list[dict[str, Any]]:
+def measure_all(dev: torch.device, args: argparse.Namespace, tuned: dict[tuple[int, int], Config]
+                ) -> list[dict[str, Any]]:
     plan: list[tuple[str, int, int, str, str]] = []  # model, N, batch, backend, precision
     for n in (128, 150, 1024):
         for batch in (1, args.batch):
@@ -174,9 +176,10 @@ def measure_all(dev: torch.device, args: argparse.Namespace, tuned: dict[int, Co
         try:
             with torch.inference_mode():
                 if backend == "fused":
-                    config = tuned[150 if n <= 150 else 1024]
-                    row["kernel"] = describe(config)
-                    step = fused_step(model, x, mask, dev, config)
+                    config = tuned.get((150 if n <= 150 else 1024, batch))  # else the kernel's own choice
+                    row["kernel"] = describe(config) if config else "default tile"
+                    step = fused_step(model, x, mask, dev, config) if config else _capture_graph(
+                        FusedClassifier(model), x, mask, 2, dev)
                 else:
                     step = eager_step(model, x, mask, dev, precision, flash=backend.endswith("flash"),
                                       compiled=backend.startswith("compile"))
@@ -288,8 +291,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="tl.dot input precisions to try (each must pass the 1e-5 check; default both, "
                              "--quick: ieee)")
     parser.add_argument("--quick", action="store_true",
-                        help=f"tune over {len(QUICK_TILES)} tiles instead of {len(TILES)} (every tile and precision "
-                             "is a kernel compile of a few seconds)")
+                        help=f"tune over {len(QUICK_TILES)} + {len(QUICK_LATENCY_TILES)} tiles instead of {len(TILES)} + "
+                             f"{len(LATENCY_TILES)} (every tile and precision is a kernel compile of a few seconds)")
     parser.add_argument("--output", help="also write every figure here as JSON")
     args = parser.parse_args(argv)
     if args.precisions is None:
@@ -335,22 +338,25 @@ def measure(dev: torch.device, args: argparse.Namespace, info: dict[str, Any]) -
         print("fused_speed.py: the fused kernel disagrees with eager beyond 1e-5 at every precision", file=sys.stderr)
         return 1
     tuned, tuning = {}, []
-    for n in (150, 1024):
-        tuned[n], rows = tune(n, dev, args, precisions)
+    throughput, latency = (QUICK_TILES, QUICK_LATENCY_TILES) if args.quick else (TILES, LATENCY_TILES)
+    for n, batch, tiles in ((150, args.batch, throughput), (1024, args.batch, throughput), (150, 1, latency)):
+        tuned[n, batch], rows = tune(n, batch, tiles, dev, args, precisions)
         tuning += rows
-        print(f"tuned N = {n}: {describe(tuned[n])}", flush=True)
+        print(f"tuned N = {n}, batch {batch}: {describe(tuned[n, batch])}", flush=True)
     rows = measure_all(dev, args, tuned)
     peak, peak_note = fp32_peak_flops(dev, args.peak_tflops)
     lines = report(rows, args.batch, peak, peak_note)
     print("\n".join(lines))
-    print(f"\ntuning (ns/jet at batch {args.batch}):")
+    print("\ntuning (ns/jet):")
     for r in tuning:
-        print(f"  N={r['n']} block_n={r['block_n']} warps={r['num_warps']} cap={r['max_registers']} {r['precision']}: "
+        print(f"  N={r['n']} batch={r['batch']} block_n={r['block_n']} warps={r['num_warps']} cap={r['max_registers']} "
+              f"{r['precision']}: "
               + (f"{r['ns_per_jet']:.1f}" if "ns_per_jet" in r else r["error"]))
     if args.output:
         from salt.atomic import write_json
 
-        write_json(args.output, {"device_info": info, "exactness": exact, "tuning": tuning, "tuned": tuned,
+        chosen = [{"particles": n, "batch": b, "config": describe(c)} for (n, b), c in tuned.items()]
+        write_json(args.output, {"device_info": info, "exactness": exact, "tuning": tuning, "tuned": chosen,
                                  "rows": rows, "fp32_peak_flops": peak, "table": lines})
     return 0 if all(r["ok"] for r in exact if r["precision"] == "ieee") else 1
 

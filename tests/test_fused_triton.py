@@ -15,7 +15,7 @@ pytest.importorskip("triton", reason="triton is not installed (pip install 'salt
 
 from fusedcheck import RANDOM_SPECS, fixture_cases, run_interpreted  # noqa: E402
 
-from salt.kernels.fused import FusedClassifier, coverage, fused_model  # noqa: E402
+from salt.kernels.fused import FusedClassifier, coverage, default_tile, fused_model  # noqa: E402
 from salt.models import ModelSpec, build_model  # noqa: E402
 
 TOLERANCE = 1e-5
@@ -64,6 +64,17 @@ def test_too_wide_models_are_not_covered():
     assert "d_model 256" in coverage(ModelSpec(model="salt", particles=16, classes=2, d_model=256))
     assert coverage(ModelSpec(model="salt", particles=16, classes=2)) is None
     assert "pairwise attention bias" in coverage(ModelSpec(model="salt_pair", particles=16, classes=2))
+
+
+def test_tile_spreads_a_jet_over_more_warps_when_the_batch_leaves_multiprocessors_idle():
+    assert default_tile(150, 4096, 132) == (32, 2)
+    assert default_tile(150, 1, 132) == (64, 8)
+    assert default_tile(16, 4096, 132) == (16, 1) and default_tile(16, 8, 132) == (16, 2)
+    model = build_model(ModelSpec(model="salt", particles=150, classes=5))
+    cpu = torch.device("cpu")  # counts as one multiprocessor
+    assert FusedClassifier(model).tile(1, cpu) == (32, 2)
+    assert FusedClassifier(model, block_n=64).tile(1, cpu) == (64, 4)
+    assert FusedClassifier(model, num_warps=4).tile(1, cpu) == (32, 4)
 
 
 def test_kernel_needs_cuda_outside_the_interpreter(monkeypatch):
@@ -153,7 +164,9 @@ def test_compiled_kernel_matches_eager_on_the_gpu(model_name, knobs):
     with torch.no_grad():
         for p in model.parameters():  # zero-initialised biases and conv bias: make them matter
             p.add_(0.2 * torch.randn_like(p))
-    x, mask = random_jets(spec, 256, dev, seed=1)
-    with torch.inference_mode(), fp32_convolutions():
-        diff = (FusedClassifier(model)(x, mask) - model(x, mask)).abs().max().item()
-    assert diff <= TOLERANCE, f"max |fused - eager| {diff:.2e}"
+    fused = FusedClassifier(model)
+    for batch in (256, 3):  # the throughput tile, and the latency tile of a batch that leaves SMs idle
+        x, mask = random_jets(spec, batch, dev, seed=1)
+        with torch.inference_mode(), fp32_convolutions():
+            diff = (fused(x, mask) - model(x, mask)).abs().max().item()
+        assert diff <= TOLERANCE, f"batch {batch} (tile {fused.tile(batch, dev)}): max |fused - eager| {diff:.2e}"

@@ -52,12 +52,20 @@ def coverage(spec: ModelSpec) -> str | None:
     return None
 
 
-def default_block_n(particles: int) -> int:
-    """Rows per tile: 32 rows x 16 columns on 2-4 warps compile without spills on sm_90."""
-    return min(_pow2(particles), 32)
+def default_tile(particles: int, batch: int, multiprocessors: int) -> tuple[int, int]:
+    """Rows per tile and warps per program, from the kernel compiled for sm_90 and counted
+    (benchmarks/fused_static.py, N = 150). A batch that fills the GPU wants the fewest
+    instructions per jet: 32 rows on 2 warps (24k warp-instructions, 168 registers, no spills).
+    A batch smaller than the multiprocessor count leaves SMs idle and waits on each jet's
+    slowest warp: 64 rows on 8 warps executes the fewest instructions per warp (4.8k, against
+    12k on 2 warps)."""
+    rows = _pow2(particles)
+    if batch < multiprocessors:
+        return min(rows, 64), max(1, min(rows, 64) // 8)
+    return min(rows, 32), max(1, min(rows, 32) // 16)
 
 
-def fused_extra_bytes(spec: ModelSpec, batch: int, block_n: int | None = None) -> int:
+def fused_extra_bytes(spec: ModelSpec, batch: int, block_n: int = 64) -> int:
     """Device memory the fused forward needs beside the model and its inputs: the packed
     weights (E and F as (H·p, N) matrices dominate), the mask as bytes, and the scratch
     buffers of block inputs, raw logits (read back at shifted rows) and a tile's softmax."""
@@ -66,8 +74,7 @@ def fused_extra_bytes(spec: ModelSpec, batch: int, block_n: int | None = None) -
     taps = max((h - 1) // 2 for h in heights) + 1 + max(h - 1 - (h - 1) // 2 for h in heights)
     per_block = 2 * hpp * n + 4 * dp * dp + 2 * dp * ffp + taps * spec.partitions * hpp + 4 * dp + ffp + 5
     head = spec.hidden_layers * (dp * dp + dp) + (spec.features + 2 + _pow2(spec.classes)) * dp
-    tile = block_n or default_block_n(n)
-    scratch = batch * (n * (min(2, spec.blocks) * dp + (hpp if spec.conv else 0)) + 2 * tile * hpp)
+    scratch = batch * (n * (min(2, spec.blocks) * dp + (hpp if spec.conv else 0)) + 2 * block_n * hpp)
     return 4 * (spec.blocks * per_block + head + scratch) + batch * n
 
 
@@ -105,7 +112,10 @@ class FusedClassifier(nn.Module):
     """The inference forward of a linear-attention JetClassifier as one Triton kernel.
 
     The weights are packed once, at construction: later changes to `model`'s parameters are
-    not seen (build a new one). Takes and returns what JetClassifier.forward does.
+    not seen (build a new one). Takes and returns what JetClassifier.forward does. The tile
+    (rows per tile, warps per program) is `default_tile`'s for each call's batch unless
+    block_n and num_warps fix it; max_registers caps registers per thread (ptxas spills past
+    it), so more programs fit on a multiprocessor, which can pay for a few spills.
     """
 
     def __init__(self, model: JetClassifier, block_n: int | None = None, num_warps: int | None = None,
@@ -120,22 +130,17 @@ class FusedClassifier(nn.Module):
         self.spec = spec
         n, h, p = spec.particles, spec.heads, spec.partitions
         dp, hpp, ffp, cp = _pow2(spec.d_model), _pow2(h * p), _pow2(spec.d_ff), _pow2(spec.classes)
-        self.block_n = block_n or default_block_n(n)
-        if self.block_n < 16 or self.block_n & (self.block_n - 1):
-            raise ValueError(f"fused kernel: block_n {self.block_n} must be a power of two >= 16")
-        self.num_warps = num_warps or max(1, self.block_n // 16)
-        # what every launch is compiled with; max_registers caps registers per thread (ptxas
-        # spills past it): more programs fit on a multiprocessor, which can pay for a few spills
-        self.launch_options = {"num_warps": self.num_warps, **FUSED_OPTIONS}
-        if max_registers is not None:
-            self.launch_options["maxnreg"] = max_registers
+        if block_n is not None and (block_n < 16 or block_n & (block_n - 1)):
+            raise ValueError(f"fused kernel: block_n {block_n} must be a power of two >= 16")
+        self.block_n, self.num_warps = block_n, num_warps
+        self.options = {**FUSED_OPTIONS, **({"maxnreg": max_registers} if max_registers is not None else {})}
         blocks = list(model.blocks)
         conv = blocks[0].attn.conv
         taps, top = (conv.size, conv.top) if conv is not None else (1, 0)
         self.meta = dict(N=n, F=spec.features, C=spec.classes, P=p, HP=h * p, DK=spec.head_dim, DP=dp,
                          HPP=hpp, FFP=ffp, CP=cp, D=spec.d_model, BLOCKS=spec.blocks, HIDDEN=spec.hidden_layers,
                          CONV=conv is not None, R=taps, TOP=top, AGG=AGGREGATIONS.index(spec.aggregation),
-                         HAS_MASK=False, BLOCK_N=self.block_n, PREC=precision)
+                         HAS_MASK=False, PREC=precision)
         with torch.no_grad():
             packed = self._pack(model, blocks, dp, hpp, ffp, cp, taps)
         for name, value in packed.items():
@@ -181,6 +186,18 @@ class FusedClassifier(nn.Module):
         packed["bout"] = _pad(model.out.bias, cp)
         return packed
 
+    def tile(self, batch: int, device: torch.device) -> tuple[int, int]:
+        """(rows per tile, warps per program) of a launch for `batch` jets on `device`."""
+        sms = torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 1
+        rows, warps = default_tile(self.spec.particles, batch, sms)
+        rows = self.block_n or rows
+        return rows, self.num_warps or (warps if self.block_n is None else max(1, rows // 16))
+
+    def launch(self, batch: int, device: torch.device, has_mask: bool) -> tuple[dict[str, object], dict[str, object]]:
+        """The kernel's compile-time constants and launch options for this call."""
+        rows, warps = self.tile(batch, device)
+        return {**self.meta, "BLOCK_N": rows, "HAS_MASK": has_mask}, {"num_warps": warps, **self.options}
+
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         mask = check_inputs(self.spec, x, mask)
         if x.device.type != "cuda" and not interpreting():
@@ -197,14 +214,15 @@ class FusedClassifier(nn.Module):
         # block inputs (two when a block's output is the next one's input) and the raw logits
         xs = x.new_empty(min(2, self.spec.blocks), b, n, self.meta["DP"])
         ls = x.new_empty(b, n, self.meta["HPP"]) if self.meta["CONV"] else x.new_empty(1)
-        ss = x.new_empty(b, 2, self.block_n, self.meta["HPP"])  # a tile's logits and exponentials
+        meta, options = self.launch(b, x.device, mask is not None)
+        ss = x.new_empty(b, 2, meta["BLOCK_N"], self.meta["HPP"])  # a tile's logits and exponentials
         # Triton launches on the current device: make it the input's (cuda:1 while cuda:0 is current)
         with torch.cuda.device(x.device) if x.device.type == "cuda" else contextlib.nullcontext():
             salt_forward_kernel[(b,)](
                 x, mask_u8, xs, ls, ss, out, self.we, self.be,
                 self.pe, self.pf, self.wk, self.wq, self.wv, self.wo, self.bo, self.mc, self.cb,
                 self.w1, self.b1, self.w2, self.b2, self.dyt, self.wh, self.bh, self.wout, self.bout,
-                **{**self.meta, "HAS_MASK": mask is not None}, **self.launch_options,
+                **meta, **options,
             )
         return out
 

@@ -26,6 +26,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from salt.models.spec import ModelSpec
 
 # sm_90 per multiprocessor: registers, warps, resident programs, shared memory; schedulers
@@ -37,9 +39,11 @@ _INSTRUCTION = re.compile(r"^\s+/\*([0-9a-f]{4,})\*/\s+(.*?);")
 _BRANCH_TARGET = re.compile(r"\bBRA\b.*?(0x[0-9a-f]+)")
 
 
-def compile_offline(spec: ModelSpec, *, has_mask: bool, arch: int = 90, **options: Any) -> Any:
+def compile_offline(spec: ModelSpec, *, has_mask: bool, block_n: int, num_warps: int, arch: int = 90,
+                    **options: Any) -> Any:
     """The fused kernel for `spec` compiled for an sm_`arch` GPU without one: what a launch
-    with these FusedClassifier options would compile, so GPU-only compile errors show on a CPU."""
+    with this tile and these FusedClassifier options would compile, so GPU-only compile errors
+    show on a CPU."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
@@ -48,12 +52,12 @@ def compile_offline(spec: ModelSpec, *, has_mask: bool, arch: int = 90, **option
     from salt.kernels.salt_forward import salt_forward_kernel
     from salt.models import build_model
 
-    fused = FusedClassifier(build_model(spec), **options)
-    meta = {**fused.meta, "HAS_MASK": has_mask}
+    fused = FusedClassifier(build_model(spec), block_n=block_n, num_warps=num_warps, **options)
+    meta, launch = fused.launch(1, torch.device("cpu"), has_mask)
     names = inspect.signature(salt_forward_kernel.fn).parameters
     signature = {n: "constexpr" if n in meta else "*u8" if n == "mask_ptr" else "*fp32" for n in names}
     return triton.compile(ASTSource(salt_forward_kernel, signature, constexprs=meta),
-                          target=GPUTarget("cuda", arch, 32), options=fused.launch_options)
+                          target=GPUTarget("cuda", arch, 32), options=launch)
 
 
 def _cuobjdump(cubin: bytes, flag: str) -> str:
@@ -93,7 +97,7 @@ def padded_fmas(spec: ModelSpec, block_n: int) -> int:
     from salt.kernels.fused import FusedClassifier
     from salt.models import build_model
 
-    m = FusedClassifier(build_model(spec), block_n=block_n).meta
+    m = FusedClassifier(build_model(spec)).meta
     rows = math.ceil(m["N"] / block_n) * block_n
     dp, hpp, ffp = m["DP"], m["HPP"], m["FFP"]
     per_row = m["F"] * dp  # the embedding (first block only)
