@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from salt.models import MODELS
+
 ROOT = Path(__file__).resolve().parent.parent
 SCHEDULE = [[32, 2], [64, 1]]
 SEED = 3
@@ -149,6 +151,56 @@ def test_fp32_convolutions_turn_tf32_off_and_back_on():
 
 
 # --------------------------------------------------------------------------- GPU
+
+
+# aten ops whose CUDA kernels raise under torch.use_deterministic_algorithms(True) (PyTorch's list
+# in that function's documentation, as op names; median and scatter_reduce whole, though only
+# median with indices and scatter_reduce's 'prod' raise)
+STRICT_REFUSES = {"avg_pool3d_backward", "adaptive_avg_pool2d_backward", "adaptive_avg_pool3d_backward",
+                  "adaptive_max_pool2d_backward", "fractional_max_pool2d_backward", "fractional_max_pool3d_backward",
+                  "max_unpool2d", "max_unpool3d", "upsample_linear1d_backward", "upsample_bilinear2d_backward",
+                  "upsample_bicubic2d_backward", "upsample_trilinear3d_backward", "reflection_pad1d_backward",
+                  "reflection_pad2d_backward", "reflection_pad3d_backward", "nll_loss2d_forward",
+                  "_ctc_loss_backward", "_embedding_bag_backward", "put_", "put", "histc", "bincount", "median",
+                  "grid_sampler_2d_backward", "cumsum", "cumsum_", "scatter_reduce"}
+
+
+@pytest.mark.parametrize("model", sorted(MODELS))
+def test_training_uses_no_op_that_strict_determinism_refuses_on_cuda(model):
+    """Training on a GPU runs under PyTorch's strict deterministic mode (salt.numerics), where these
+    ops raise: every aten op of a training step (forward, loss, backward, both optimizers), recorded
+    on the CPU, must stay off the list, so a model change cannot first fail on a GPU node."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from salt.models import ModelSpec, build_model
+    from salt.training.optim import KerasAdam, loss_sum, n_correct
+
+    class Record(TorchDispatchMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.ops: set[str] = set()
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.ops.add(func.overloadpacket.__name__)
+            return func(*args, **(kwargs or {}))
+
+    seen: set[str] = set()
+    for mask, classes in ((False, 1), (True, 5)):
+        spec = ModelSpec(model=model, particles=12, classes=classes, mask=mask)
+        torch.manual_seed(0)
+        net = build_model(spec)
+        x, keep = torch.randn(3, 12, spec.features), torch.rand(3, 12) > 0.3
+        y = torch.randint(0, max(2, classes), (3,))
+        with Record() as record:
+            for optimizer in (KerasAdam(net.parameters()), torch.optim.Adam(net.parameters())):
+                optimizer.zero_grad()
+                logits = net(x, keep if mask else None)
+                loss_sum(logits, y).backward()
+                optimizer.step()
+                n_correct(logits, y)
+        seen |= record.ops
+    assert {"addmm", "mm"} & seen, sorted(seen)  # the recording saw the step
+    assert not seen & STRICT_REFUSES, f"{model}: {sorted(seen & STRICT_REFUSES)} raise under strict determinism on CUDA"
 
 
 @pytest.mark.gpu
