@@ -60,8 +60,8 @@ def seconds(step: Callable[[], Any], dev: torch.device, args: argparse.Namespace
 def fused_step(model: torch.nn.Module, x: torch.Tensor, mask: torch.Tensor, dev: torch.device,
                config: Config) -> Callable[[], Any]:
     block_n, num_warps, max_registers, precision = config
-    fused = FusedClassifier(model, block_n=min(block_n, max(16, 1 << (model.spec.particles - 1).bit_length())),
-                            num_warps=num_warps, precision=precision, max_registers=max_registers)
+    fused = FusedClassifier(model, block_n=block_n, num_warps=num_warps, precision=precision,
+                            max_registers=max_registers)
     return _capture_graph(fused, x, mask, 2, dev)
 
 

@@ -140,7 +140,7 @@ class FusedClassifier(nn.Module):
         self.meta = dict(N=n, F=spec.features, C=spec.classes, P=p, HP=h * p, DK=spec.head_dim, DP=dp,
                          HPP=hpp, FFP=ffp, CP=cp, D=spec.d_model, BLOCKS=spec.blocks, HIDDEN=spec.hidden_layers,
                          CONV=conv is not None, R=taps, TOP=top, AGG=AGGREGATIONS.index(spec.aggregation),
-                         HAS_MASK=False, PREC=precision)
+                         PREC=precision)
         with torch.no_grad():
             packed = self._pack(model, blocks, dp, hpp, ffp, cp, taps)
         for name, value in packed.items():

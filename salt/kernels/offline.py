@@ -22,7 +22,7 @@ import re
 import subprocess
 import tempfile
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -119,9 +119,6 @@ class StaticProfile:
     issue_floor_ns: float  # per jet, at one warp-instruction per scheduler per clock, every SM busy
     fma_floor_ns: float  # per jet, the model's padded multiply-adds at 128 per SM per clock
 
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
 
 def occupancy(registers: int, shared_bytes: int, num_warps: int) -> int:
     """Programs one sm_90 multiprocessor holds at once (registers are allocated 256 per warp at a time)."""
@@ -143,8 +140,9 @@ def static_profile(spec: ModelSpec, *, block_n: int, num_warps: int, has_mask: b
     issue_rate = gpu["sms"] * SM90["schedulers"] * gpu["clock_mhz"] * 1e6  # warp-instructions per second
     fma_rate = gpu["sms"] * 128 * gpu["clock_mhz"] * 1e6
     fmas = padded_fmas(spec, block_n)
+    warp_instructions = sum(counts.values()) * num_warps
     return StaticProfile(
         registers=registers, spill_bytes=spill, shared_bytes=shared, programs_per_sm=programs,
-        warps_per_sm=programs * num_warps, warp_instructions=sum(counts.values()) * num_warps,
+        warps_per_sm=programs * num_warps, warp_instructions=warp_instructions,
         warp_ffma=counts["FFMA"] * num_warps, expected_warp_ffma=fmas / 32,
-        issue_floor_ns=sum(counts.values()) * num_warps / issue_rate * 1e9, fma_floor_ns=fmas / fma_rate * 1e9)
+        issue_floor_ns=warp_instructions / issue_rate * 1e9, fma_floor_ns=fmas / fma_rate * 1e9)

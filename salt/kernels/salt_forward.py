@@ -94,8 +94,9 @@ def salt_forward_kernel(
     l_jet = ls_ptr + jet * N * HPP  # this jet's raw logits (N, HPP), for the convolution's shifted reads
     # this jet's softmax scratch: a tile's logits, then its exponentials (2, BLOCK_N, HPP); s_head: the
     # first column of each column's head (padded columns read head 0 and are zeroed after)
-    s_tile = ss_ptr + jet * 2 * BLOCK_N * HPP + ar[:, None] * HPP + hpr[None, :]
-    s_head = ss_ptr + jet * 2 * BLOCK_N * HPP + ar[:, None] * HPP + tl.where(hp_ok, head_of_hp * P, 0)[None, :]
+    s_rows = ss_ptr + jet * 2 * BLOCK_N * HPP + ar[:, None] * HPP
+    s_tile = s_rows + hpr[None, :]
+    s_head = s_rows + tl.where(hp_ok, head_of_hp * P, 0)[None, :]
 
     pooled = tl.full((DP,), float("-inf"), tl.float32)
     if AGG != 0:
