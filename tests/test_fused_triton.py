@@ -48,6 +48,10 @@ def test_kernel_compiles_for_sm90(knobs, has_mask, options):
 
     kernel = compile_offline(ModelSpec(particles=150, classes=5, **knobs), has_mask=has_mask, **options)
     assert kernel.asm["cubin"]
+    # per element, exp and 1/x are the single ftz instructions, not tl.exp's (non-ftz ex2) sequence
+    ptx = kernel.asm["ptx"]
+    assert "ex2.approx.ftz.f32" in ptx and "rcp.approx.ftz.f32" in ptx, "fast math not compiled in"
+    assert "ex2.approx.f32" not in ptx
 
 
 def test_full_attention_falls_back_to_eager_with_one_logged_line(caplog):

@@ -55,10 +55,10 @@ def coverage(spec: ModelSpec) -> str | None:
 def default_tile(particles: int, batch: int, multiprocessors: int) -> tuple[int, int]:
     """Rows per tile and warps per program, from the kernel compiled for sm_90 and counted
     (benchmarks/fused_static.py, N = 150). A batch that fills the GPU wants the fewest
-    instructions per jet: 32 rows on 2 warps (24k warp-instructions, 168 registers, no spills).
+    instructions per jet: 32 rows on 2 warps (19k warp-instructions, 176 registers, no spills).
     A batch smaller than the multiprocessor count leaves SMs idle and waits on each jet's
-    slowest warp: 64 rows on 8 warps executes the fewest instructions per warp (4.8k, against
-    12k on 2 warps)."""
+    slowest warp: 64 rows on 8 warps executes the fewest instructions per warp (3.5k, against
+    9.4k on 2 warps)."""
     rows = _pow2(particles)
     if batch < multiprocessors:
         return min(rows, 64), max(1, min(rows, 64) // 8)
@@ -74,7 +74,7 @@ def fused_extra_bytes(spec: ModelSpec, batch: int, block_n: int = 64) -> int:
     taps = max((h - 1) // 2 for h in heights) + 1 + max(h - 1 - (h - 1) // 2 for h in heights)
     per_block = 2 * hpp * n + 4 * dp * dp + 2 * dp * ffp + taps * spec.partitions * hpp + 4 * dp + ffp + 5
     head = spec.hidden_layers * (dp * dp + dp) + (spec.features + 2 + _pow2(spec.classes)) * dp
-    scratch = batch * (n * (min(2, spec.blocks) * dp + (hpp if spec.conv else 0)) + 2 * block_n * hpp)
+    scratch = batch * (n * min(2, spec.blocks) * dp + ((n + taps - 1) * hpp if spec.conv else 0) + 2 * block_n * hpp)
     return 4 * (spec.blocks * per_block + head + scratch) + batch * n
 
 
@@ -139,8 +139,8 @@ class FusedClassifier(nn.Module):
         taps, top = (conv.size, conv.top) if conv is not None else (1, 0)
         self.meta = dict(N=n, F=spec.features, C=spec.classes, P=p, HP=h * p, DK=spec.head_dim, DP=dp,
                          HPP=hpp, FFP=ffp, CP=cp, D=spec.d_model, BLOCKS=spec.blocks, HIDDEN=spec.hidden_layers,
-                         CONV=conv is not None, R=taps, TOP=top, AGG=AGGREGATIONS.index(spec.aggregation),
-                         PREC=precision)
+                         CONV=conv is not None, R=taps, TOP=top, PADS=_pow2(max(1, taps - 1), 1),
+                         AGG=AGGREGATIONS.index(spec.aggregation), PREC=precision)
         with torch.no_grad():
             packed = self._pack(model, blocks, dp, hpp, ffp, cp, taps)
         for name, value in packed.items():
@@ -196,7 +196,9 @@ class FusedClassifier(nn.Module):
     def launch(self, batch: int, device: torch.device, has_mask: bool) -> tuple[dict[str, object], dict[str, object]]:
         """The kernel's compile-time constants and launch options for this call."""
         rows, warps = self.tile(batch, device)
-        return {**self.meta, "BLOCK_N": rows, "HAS_MASK": has_mask}, {"num_warps": warps, **self.options}
+        # FAST: ftz exp and reciprocal (inline PTX); the interpreter runs the same math in numpy
+        meta = {**self.meta, "BLOCK_N": rows, "HAS_MASK": has_mask, "FAST": not interpreting()}
+        return meta, {"num_warps": warps, **self.options}
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         mask = check_inputs(self.spec, x, mask)
@@ -213,7 +215,7 @@ class FusedClassifier(nn.Module):
         mask_u8 = mask.to(torch.uint8).contiguous() if mask is not None else x.new_zeros(1, dtype=torch.uint8)
         # block inputs (two when a block's output is the next one's input) and the raw logits
         xs = x.new_empty(min(2, self.spec.blocks), b, n, self.meta["DP"])
-        ls = x.new_empty(b, n, self.meta["HPP"]) if self.meta["CONV"] else x.new_empty(1)
+        ls = x.new_empty(b, n + self.meta["R"] - 1, self.meta["HPP"]) if self.meta["CONV"] else x.new_empty(1)
         meta, options = self.launch(b, x.device, mask is not None)
         ss = x.new_empty(b, 2, meta["BLOCK_N"], self.meta["HPP"])  # a tile's logits and exponentials
         # Triton launches on the current device: make it the input's (cuda:1 while cuda:0 is current)

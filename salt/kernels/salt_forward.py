@@ -24,7 +24,9 @@ element where a product would be mostly padding:
   conv[n, h·p + j] = bias + sum_r sum_c raw[n + r - top, h·p + c] M_r[c, j], rows outside
   the jet zero: R·p multiply-adds per element, from loads of the raw logits at shifted
   rows and gathered columns (pass 2). A dense (H·p, H·p) product per tap would be H times
-  the work, all but the diagonal blocks zero.
+  the work, all but the diagonal blocks zero. The raw logits sit between zero rows in
+  scratch, so these loads need no mask: a masked load is issued once per column, an
+  unmasked one once per address (each thread holds a head's p columns, which read the same p).
 * The softmax within each head: a tile's logits go to scratch and each column reads its
   head's p columns back for the maximum, then the exponentials likewise for the sum.
 * VO = (FX W_v^T masked to each head) W_o^T: attention output = softmax(logits) VO + b_o;
@@ -33,7 +35,11 @@ element where a product would be mostly padding:
 Product dimensions are padded to a power of two of at least 16 (tl.dot's smallest tile)
 with zero weights, so padded columns contribute nothing; padded rows are masked. Products
 use input_precision PREC: "ieee" (exact fp32; TF32 would break the 1e-5 agreement with
-eager) or "tf32x3". Only APIs present in both Triton 3.6 and 3.9 are used.
+eager) or "tf32x3". On a GPU (FAST), e**x and 1/x are single flush-to-zero hardware
+instructions (ex2.approx.ftz, rcp.approx.ftz: relative error below 2**-22), not tl.exp's and
+division's sequences with their subnormal and range fix-ups, which cost a tenth of the
+kernel's instructions; inline PTX does not run in Triton's interpreter, which computes the
+same functions in numpy. Only APIs present in both Triton 3.6 and 3.9 are used.
 """
 
 from __future__ import annotations
@@ -45,9 +51,30 @@ AGG_MAX, AGG_MEAN, AGG_SUM = 0, 1, 2
 
 
 @triton.jit
-def _dyt(x, alpha, beta, col_ok):
-    """DyT tanh(αx + β) as 2·sigmoid(2z) - 1 (tl.tanh is not in every Triton); padded columns zero."""
-    y = 2.0 * tl.sigmoid(2.0 * (alpha * x + beta)) - 1.0
+def _exp(x, FAST: tl.constexpr):
+    """e**x; FAST: one ex2.approx.ftz (rel. error < 2**-22), without the subnormal-result fix-up that
+    tl.exp's non-ftz ex2 compiles to (three more instructions per element)."""
+    if FAST:
+        return tl.inline_asm_elementwise("ex2.approx.ftz.f32 $0, $1;", "=r,r", [x * 1.4426950408889634],
+                                         dtype=tl.float32, is_pure=True, pack=1)
+    else:
+        return tl.exp(x)
+
+
+@triton.jit
+def _recip(x, FAST: tl.constexpr):
+    """1/x; FAST: one rcp.approx.ftz (1 ulp), not div.full's range checks."""
+    if FAST:
+        return tl.inline_asm_elementwise("rcp.approx.ftz.f32 $0, $1;", "=r,r", [x], dtype=tl.float32,
+                                         is_pure=True, pack=1)
+    else:
+        return 1.0 / x
+
+
+@triton.jit
+def _dyt(x, alpha, beta, col_ok, FAST: tl.constexpr):
+    """DyT tanh(z), z = αx + β, as 1 - 2/(1 + e**2z) (tl.tanh is not in every Triton); padded columns zero."""
+    y = 1.0 - 2.0 * _recip(1.0 + _exp(2.0 * (alpha * x + beta), FAST), FAST)
     return tl.where(col_ok[None, :], y, 0.0)
 
 
@@ -77,7 +104,8 @@ def salt_forward_kernel(
     N: tl.constexpr, F: tl.constexpr, C: tl.constexpr, P: tl.constexpr, HP: tl.constexpr, DK: tl.constexpr,
     DP: tl.constexpr, HPP: tl.constexpr, FFP: tl.constexpr, CP: tl.constexpr,
     D: tl.constexpr, BLOCKS: tl.constexpr, HIDDEN: tl.constexpr, CONV: tl.constexpr, R: tl.constexpr,
-    TOP: tl.constexpr, AGG: tl.constexpr, HAS_MASK: tl.constexpr, BLOCK_N: tl.constexpr, PREC: tl.constexpr,
+    TOP: tl.constexpr, PADS: tl.constexpr, AGG: tl.constexpr, HAS_MASK: tl.constexpr, BLOCK_N: tl.constexpr,
+    PREC: tl.constexpr, FAST: tl.constexpr,
 ):
     jet = tl.program_id(0).to(tl.int64)  # offsets past 2**31 elements at large batches
     jets = tl.num_programs(0).to(tl.int64)
@@ -91,7 +119,12 @@ def salt_forward_kernel(
     head_of_hp = hpr // P
     head_mask = (head_of_hp[:, None] == (cols // DK)[None, :]) & hp_ok[:, None]
     dd = cols[:, None] * DP + cols[None, :]
-    l_jet = ls_ptr + jet * N * HPP  # this jet's raw logits (N, HPP), for the convolution's shifted reads
+    # this jet's raw logits for the convolution's shifted reads: (N + R - 1, HPP), particle n at row
+    # n + TOP between zero rows, so a shift needs no bounds check
+    l_jet = ls_ptr + jet * (N + R - 1) * HPP
+    # the column h·p + c that column h·p + j of the convolution reads is gathered at gcol + c (padded
+    # columns read a real one, clamped into the row; what they compute is dropped)
+    gcol = head_of_hp * P
     # this jet's softmax scratch: a tile's logits, then its exponentials (2, BLOCK_N, HPP); s_head: the
     # first column of each column's head (padded columns read head 0 and are zeroed after)
     s_rows = ss_ptr + jet * 2 * BLOCK_N * HPP + ar[:, None] * HPP
@@ -147,12 +180,18 @@ def salt_forward_kernel(
         b2 = tl.load(b2_ptr + layer * DP + cols)
 
         if CONV:
+            if layer == 0:
+                # the zero rows above and below the jet: pad i < R - 1 is row i, or N + i past TOP
+                pad = tl.arange(0, PADS)
+                pad_row = tl.where(pad < TOP, pad, N + pad)
+                tl.store(l_jet + pad_row[:, None] * HPP + hpr[None, :], tl.zeros((PADS, HPP), tl.float32),
+                         mask=(pad < R - 1)[:, None])
             # pass 1b: raw logits of every particle, read back at shifted rows by the convolution
             for start in range(0, N, BLOCK_N):
                 rows = start + ar
                 x = _rows(x_in, mask_ptr, jet, rows, N, DP, HAS_MASK, True)
                 raw = tl.dot(x, kpw_t, input_precision=PREC)
-                tl.store(l_jet + rows[:, None] * HPP + hpr[None, :], raw, mask=(rows < N)[:, None])
+                tl.store(l_jet + (rows + TOP)[:, None] * HPP + hpr[None, :], raw, mask=(rows < N)[:, None])
             tl.debug_barrier()
 
         # pass 2: per tile, convolved logits -> softmax per head -> attend -> DyT -> FFN -> DyT
@@ -161,14 +200,14 @@ def salt_forward_kernel(
             row_ok = rows < N
             if CONV:
                 logits = tl.zeros((BLOCK_N, HPP), tl.float32) + conv_bias
+                # tile rows past the jet read its last rows (their results are dropped); unmasked loads
+                # of one address are loaded once, where masked ones would be loaded per column
+                last = tl.minimum(rows, N - 1)
                 for r in tl.static_range(R):
-                    src = rows + (r - TOP)
-                    ok = (src >= 0) & (src < N)
-                    line = l_jet + tl.where(ok, src, 0)[:, None] * HPP
+                    line = l_jet + (last + r)[:, None] * HPP
                     # column h·p + j takes column h·p + c of its own head: p multiply-adds, not H·p
                     for c in tl.static_range(P):
-                        shifted = tl.load(line + (head_of_hp * P + c)[None, :], mask=ok[:, None] & hp_ok[None, :],
-                                          other=0.0)
+                        shifted = tl.load(line + tl.minimum(gcol + c, HPP - 1)[None, :])
                         logits += shifted * tl.load(mc_ptr + ((layer * R + r) * P + c) * HPP + hpr)[None, :]
             else:
                 logits = tl.dot(_rows(x_in, mask_ptr, jet, rows, N, DP, HAS_MASK, True), kpw_t, input_precision=PREC)
@@ -179,18 +218,18 @@ def salt_forward_kernel(
             top = tl.load(s_head)
             for c in tl.static_range(1, P):
                 top = tl.maximum(top, tl.load(s_head + c))
-            e = tl.exp(logits - top)
+            e = _exp(logits - top, FAST)
             tl.store(s_tile + BLOCK_N * HPP, e)
             tl.debug_barrier()
             total = tl.load(s_head + BLOCK_N * HPP)
             for c in tl.static_range(1, P):
                 total += tl.load(s_head + BLOCK_N * HPP + c)
-            attn = tl.where(hp_ok[None, :], e / total, 0.0)
+            attn = tl.where(hp_ok[None, :], e * _recip(total, FAST), 0.0)
 
             x = _rows(x_in, mask_ptr, jet, rows, N, DP, HAS_MASK, False)
-            o1 = _dyt(x + tl.dot(attn, vo, input_precision=PREC) + bo[None, :], a1, c1, col_ok)
+            o1 = _dyt(x + tl.dot(attn, vo, input_precision=PREC) + bo[None, :], a1, c1, col_ok, FAST)
             hidden = tl.maximum(tl.dot(o1, w1, input_precision=PREC) + b1[None, :], 0.0)
-            o2 = _dyt(o1 + tl.dot(hidden, w2, input_precision=PREC) + b2[None, :], a2, c2, col_ok)
+            o2 = _dyt(o1 + tl.dot(hidden, w2, input_precision=PREC) + b2[None, :], a2, c2, col_ok, FAST)
 
             if layer < BLOCKS - 1:
                 x_out = xs_ptr + ((layer + 1) % 2) * jets * N * DP + jet * N * DP
