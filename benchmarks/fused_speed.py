@@ -101,8 +101,9 @@ def check_exactness(dev: torch.device, precision: str) -> list[dict[str, Any]]:
 
 
 # (rows per tile, warps per program, register cap) tried at the throughput batch. Compiled for sm_90
-# without a GPU (benchmarks/fused_static.py, Triton 3.9, N = 150): 32 x 2 issues the fewest instructions
-# per jet (168 registers, 12 warps per SM); capped at 128 registers it spills 24 bytes and fits 16 warps
+# without a GPU (benchmarks/fused_static.py, N = 150): 32 x 2 and 16 x 1 issue the fewest instructions
+# per jet (Triton 3.9: 18.9k and 18.6k; 3.6: 21.5k and 21.1k); capped at 128 registers 32 x 2 fits 16
+# warps per SM (10-12 uncapped); under 3.6, 16 x 1 needs 127 registers uncapped (16 warps)
 TILES = ((16, 1, None), (32, 2, None), (32, 2, 128), (32, 4, None), (64, 4, None), (64, 8, None), (128, 8, None))
 QUICK_TILES = ((16, 1, None), (32, 2, None), (32, 2, 128))  # the fewest instructions under Triton 3.6 and 3.9
 # at batch 1 a jet's latency is its slowest warp's: more warps per program, fewer instructions each
