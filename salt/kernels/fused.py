@@ -65,10 +65,12 @@ def default_tile(particles: int, batch: int, multiprocessors: int) -> tuple[int,
     return min(rows, 32), max(1, min(rows, 32) // 16)
 
 
-def fused_extra_bytes(spec: ModelSpec, batch: int, block_n: int = 64) -> int:
+def fused_extra_bytes(spec: ModelSpec, batch: int) -> int:
     """Device memory the fused forward needs beside the model and its inputs: the packed
     weights (E and F as (H·p, N) matrices dominate), the mask as bytes, and the scratch
-    buffers of block inputs, raw logits (read back at shifted rows) and a tile's softmax."""
+    buffers of block inputs, raw logits (read back at shifted rows) and a tile's softmax
+    (at the largest tile a launch picks, a small batch's)."""
+    block_n = default_tile(spec.particles, batch=1, multiprocessors=2)[0]
     n, dp, hpp, ffp = spec.particles, _pow2(spec.d_model), _pow2(spec.heads * spec.partitions), _pow2(spec.d_ff)
     heights = spec.conv_heights or (1,)
     taps = max((h - 1) // 2 for h in heights) + 1 + max(h - 1 - (h - 1) // 2 for h in heights)

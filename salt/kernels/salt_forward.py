@@ -122,14 +122,13 @@ def salt_forward_kernel(
     # this jet's raw logits for the convolution's shifted reads: (N + R - 1, HPP), particle n at row
     # n + TOP between zero rows, so a shift needs no bounds check
     l_jet = ls_ptr + jet * (N + R - 1) * HPP
-    # the column h·p + c that column h·p + j of the convolution reads is gathered at gcol + c (padded
-    # columns read a real one, clamped into the row; what they compute is dropped)
-    gcol = head_of_hp * P
-    # this jet's softmax scratch: a tile's logits, then its exponentials (2, BLOCK_N, HPP); s_head: the
-    # first column of each column's head (padded columns read head 0 and are zeroed after)
+    # the first column of each column's head, where the convolution and the softmax read its p columns
+    # (padded columns read head 0's; what they compute is dropped)
+    head_col = tl.where(hp_ok, head_of_hp * P, 0)
+    # this jet's softmax scratch: a tile's logits, then its exponentials (2, BLOCK_N, HPP)
     s_rows = ss_ptr + jet * 2 * BLOCK_N * HPP + ar[:, None] * HPP
     s_tile = s_rows + hpr[None, :]
-    s_head = s_rows + tl.where(hp_ok, head_of_hp * P, 0)[None, :]
+    s_head = s_rows + head_col[None, :]
 
     pooled = tl.full((DP,), float("-inf"), tl.float32)
     if AGG != 0:
@@ -207,7 +206,7 @@ def salt_forward_kernel(
                     line = l_jet + (last + r)[:, None] * HPP
                     # column h·p + j takes column h·p + c of its own head: p multiply-adds, not H·p
                     for c in tl.static_range(P):
-                        shifted = tl.load(line + tl.minimum(gcol + c, HPP - 1)[None, :])
+                        shifted = tl.load(line + (head_col + c)[None, :])
                         logits += shifted * tl.load(mc_ptr + ((layer * R + r) * P + c) * HPP + hpr)[None, :]
             else:
                 logits = tl.dot(_rows(x_in, mask_ptr, jet, rows, N, DP, HAS_MASK, True), kpw_t, input_precision=PREC)
