@@ -6,7 +6,9 @@
 Steps, all in this process (a few minutes on an H200, most of it compiling kernel variants;
 --quick tunes over fewer of them; --compile adds torch.compile baselines, minutes more):
 1. Exactness on the GPU: fused vs eager logits (fp32) for SAL-T with and without a mask, two
-   blocks, the Linformer and N = 1024; max |diff| must be <= 1e-5.
+   blocks, the Linformer and N = 1024; max |diff| must be <= 1e-5. A case that fails is
+   recorded and the others still run; if no precision passes, the timings still run (a GPU
+   run is scarce) under a FAILED banner, and the exit status is 1.
 2. Tuning: the kernel's rows per tile (block_n), warps per program, register cap per thread
    and tl.dot precision (exact fp32 "ieee", or "tf32x3" tensor-core products if they pass
    step 1) at batch 4096, for N = 150 and N = 1024; the best is used below.
@@ -93,10 +95,15 @@ def check_exactness(dev: torch.device, precision: str) -> list[dict[str, Any]]:
             for p in model.parameters():  # biases, DyT's β, the conv bias start at zero: make them matter
                 p.add_(0.2 * torch.randn_like(p))
         x, mask = random_jets(spec, batch, dev, seed=1)
-        with torch.inference_mode():
-            diff = (FusedClassifier(model, precision=precision)(x, mask) - model(x, mask)).abs().max().item()
-        rows.append({"case": f"{model_name} {knobs} batch {batch}", "precision": precision, "max_abs_diff": diff,
-                     "ok": diff <= 1e-5})
+        row: dict[str, Any] = {"case": f"{model_name} {knobs} batch {batch}", "precision": precision}
+        try:
+            with torch.inference_mode():
+                diff = (FusedClassifier(model, precision=precision)(x, mask) - model(x, mask)).abs().max().item()
+            row.update(max_abs_diff=diff, ok=diff <= 1e-5)
+        except Exception as err:  # a case that fails to compile or launch: recorded; the other cases still run
+            first = str(err).splitlines()[0] if str(err) else ""
+            row.update(max_abs_diff=None, ok=False, error=f"{type(err).__name__}: {first}")
+        rows.append(row)
     return rows
 
 
@@ -330,15 +337,17 @@ def measure(dev: torch.device, args: argparse.Namespace, info: dict[str, Any]) -
         rows = check_exactness(dev, precision)
         exact += rows
         for r in rows:
-            print(f"exactness ({precision}) {r['case']}: max |fused - eager| {r['max_abs_diff']:.2e} "
-                  f"{'ok' if r['ok'] else 'FAIL'}", flush=True)
+            found = r["error"] if "error" in r else f"max |fused - eager| {r['max_abs_diff']:.2e}"
+            print(f"exactness ({precision}) {r['case']}: {found} {'ok' if r['ok'] else 'FAIL'}", flush=True)
         if all(r["ok"] for r in rows):
             precisions.append(precision)
         else:
             print(f"dot precision {precision} misses 1e-5: not used for the timings", flush=True)
     if not precisions:
-        print("fused_speed.py: the fused kernel disagrees with eager beyond 1e-5 at every precision", file=sys.stderr)
-        return 1
+        # still timed (a GPU run is scarce), but every figure is flagged and the exit status is 1
+        precisions = ["ieee"]
+        info["exactness"] = "FAILED: the kernel disagrees with eager beyond 1e-5; its timings are not of a correct kernel"
+        print(f"fused_speed.py: {info['exactness']}", file=sys.stderr, flush=True)
     tuned, tuning = {}, []
     throughput, latency = (QUICK_TILES, QUICK_LATENCY_TILES) if args.quick else (TILES, LATENCY_TILES)
     for n, batch, tiles in ((150, args.batch, throughput), (1024, args.batch, throughput), (150, 1, latency)):
@@ -348,6 +357,8 @@ def measure(dev: torch.device, args: argparse.Namespace, info: dict[str, Any]) -
     rows = measure_all(dev, args, tuned)
     peak, peak_note = fp32_peak_flops(dev, args.peak_tflops)
     lines = report(rows, args.batch, peak, peak_note)
+    if "exactness" in info:
+        lines.insert(0, f"**{info['exactness']}**\n")
     print("\n".join(lines))
     print("\ntuning (ns/jet):")
     for r in tuning:

@@ -151,6 +151,22 @@ def test_speed_script_needs_cuda_and_not_the_pipeline_packages():
     assert "fused_speed.py: needs a CUDA device" in proc.stderr, proc.stderr
 
 
+def test_speed_script_records_a_failing_exactness_case_and_goes_on(monkeypatch):
+    """A GPU run is scarce: a case that cannot launch is a FAIL row with its reason, and the other
+    cases still run (here on the CPU, where every launch refuses without the interpreter)."""
+    import importlib.util
+    from pathlib import Path
+
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "fused_speed.py"
+    module_spec = importlib.util.spec_from_file_location("fused_speed", path)
+    script = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(script)
+    rows = script.check_exactness(torch.device("cpu"), "ieee")
+    assert len(rows) == 6 and not any(r["ok"] for r in rows)
+    assert all(r["max_abs_diff"] is None and "needs a CUDA device" in r["error"] for r in rows), rows
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("model_name, knobs", [
     ("salt", {}), ("salt", {"mask": True, "blocks": 2}), ("linformer", {"mask": True}),

@@ -8,7 +8,6 @@ import pytest
 from badinput import assert_preprocess_fails
 from formats import qg_arrays, write_qg_npz
 from salt.data import download as dl
-from salt.data.record import RecordError
 from salt.data.sources import quarkgluon
 
 N = 50
