@@ -15,7 +15,8 @@ pytest.importorskip("triton", reason="triton is not installed (pip install 'salt
 
 from fusedcheck import RANDOM_SPECS, fixture_cases, run_interpreted  # noqa: E402
 
-from salt.kernels.fused import FusedClassifier, coverage, default_tile, fused_model  # noqa: E402
+from salt.kernels.fused import (  # noqa: E402
+    FusedClassifier, compact_rows, coverage, default_tile, fused_model, partition_span)
 from salt.models import ModelSpec, build_model  # noqa: E402
 
 TOLERANCE = 1e-5
@@ -79,6 +80,18 @@ def test_tile_spreads_a_jet_over_more_warps_when_the_batch_leaves_multiprocessor
     assert FusedClassifier(model).tile(1, cpu) == (32, 2)
     assert FusedClassifier(model, block_n=64).tile(1, cpu) == (64, 4)
     assert FusedClassifier(model, num_warps=4).tile(1, cpu) == (32, 4)
+
+
+def test_pass_one_multiplies_only_by_the_partitions_a_tile_reaches():
+    # N = 150, p = 4: partitions of 38 particles; tiles of 32 rows reach into 2, of 64 into 3
+    assert partition_span(150, 38, 32) == 2 and partition_span(150, 38, 64) == 3
+    assert partition_span(1024, 256, 32) == 1 and partition_span(8, 2, 16) == 4
+    salt = ModelSpec(model="salt", particles=150, classes=5)
+    assert compact_rows(salt, 32) == (2, 16)  # (E, F) x 2 partitions x 4 heads, against 2 x 16 rows
+    assert compact_rows(salt, 64) == (0, 16)  # 24 rows pad to 32: no fewer, the dense products run
+    assert compact_rows(ModelSpec(model="salt", particles=1024, classes=5), 32) == (1, 16)
+    for dense in ("linformer", "salt_nopartition"):
+        assert compact_rows(ModelSpec(model=dense, particles=150, classes=5), 32) == (0, 16)
 
 
 def test_kernel_needs_cuda_outside_the_interpreter(monkeypatch):

@@ -55,28 +55,47 @@ def coverage(spec: ModelSpec) -> str | None:
 def default_tile(particles: int, batch: int, multiprocessors: int) -> tuple[int, int]:
     """Rows per tile and warps per program, from the kernel compiled for sm_90 and counted
     (benchmarks/fused_static.py, N = 150). A batch that fills the GPU wants the fewest
-    instructions per jet: 32 rows on 2 warps (19k warp-instructions, 176 registers, no spills).
-    A batch smaller than the multiprocessor count leaves SMs idle and waits on each jet's
-    slowest warp: 64 rows on 8 warps executes the fewest instructions per warp (3.5k, against
-    9.4k on 2 warps)."""
+    instructions per jet: 32 rows on 2 warps (Triton 3.9: 17.8k warp-instructions, 168
+    registers, no spills; 3.6: 21.5k, 85 registers). A batch smaller than the multiprocessor
+    count leaves SMs idle and waits on each jet's slowest warp: 64 rows on 8 warps executes
+    the fewest instructions per warp of the default tiles (3.4k, against 8.9k on 2 warps)."""
     rows = _pow2(particles)
     if batch < multiprocessors:
         return min(rows, 64), max(1, min(rows, 64) // 8)
     return min(rows, 32), max(1, min(rows, 32) // 16)
 
 
+def partition_span(particles: int, chunk: int, block_n: int) -> int:
+    """The most partitions of `chunk` particles that one tile of `block_n` rows reaches into."""
+    return max((min(start + block_n, particles) - 1) // chunk - start // chunk + 1
+               for start in range(0, particles, block_n))
+
+
+def compact_rows(spec: ModelSpec, block_n: int) -> tuple[int, int]:
+    """(SPAN, RA) of the kernel's pass 1: for a partitioned E and F, the partitions a tile reaches
+    into and the rows (E or F, partition, head), padded, it multiplies by; (0, 16) where those
+    rows would not be fewer than E's and F's (H·p each, padded), and the dense products run."""
+    if not spec.partitioned:
+        return 0, 16
+    span = partition_span(spec.particles, spec.chunk, block_n)
+    rows = _pow2(2 * spec.heads * span)
+    return (span, rows) if rows < 2 * _pow2(spec.heads * spec.partitions) else (0, 16)
+
+
 def fused_extra_bytes(spec: ModelSpec, batch: int) -> int:
     """Device memory the fused forward needs beside the model and its inputs: the packed
     weights (E and F as (H·p, N) matrices dominate), the mask as bytes, and the scratch
-    buffers of block inputs, raw logits (read back at shifted rows) and a tile's softmax
-    (at the largest tile a launch picks, a small batch's)."""
+    buffers of block inputs, raw logits (read back at shifted rows), a tile's softmax
+    (at the largest tile a launch picks, a small batch's) and, when partitioned, the sums
+    E^T x and F^T x."""
     block_n = default_tile(spec.particles, batch=1, multiprocessors=2)[0]
     n, dp, hpp, ffp = spec.particles, _pow2(spec.d_model), _pow2(spec.heads * spec.partitions), _pow2(spec.d_ff)
     heights = spec.conv_heights or (1,)
     taps = max((h - 1) // 2 for h in heights) + 1 + max(h - 1 - (h - 1) // 2 for h in heights)
     per_block = 2 * hpp * n + 4 * dp * dp + 2 * dp * ffp + taps * spec.partitions * hpp + 4 * dp + ffp + 5
     head = spec.hidden_layers * (dp * dp + dp) + (spec.features + 2 + _pow2(spec.classes)) * dp
-    scratch = batch * (n * min(2, spec.blocks) * dp + ((n + taps - 1) * hpp if spec.conv else 0) + 2 * block_n * hpp)
+    scratch = batch * (n * min(2, spec.blocks) * dp + ((n + taps - 1) * hpp if spec.conv else 0) + 2 * block_n * hpp
+                       + (spec.blocks * 2 * hpp * dp if spec.partitioned else 0))
     return 4 * (spec.blocks * per_block + head + scratch) + batch * n
 
 
@@ -139,7 +158,8 @@ class FusedClassifier(nn.Module):
         blocks = list(model.blocks)
         conv = blocks[0].attn.conv
         taps, top = (conv.size, conv.top) if conv is not None else (1, 0)
-        self.meta = dict(N=n, F=spec.features, C=spec.classes, P=p, HP=h * p, DK=spec.head_dim, DP=dp,
+        self.meta = dict(N=n, F=spec.features, C=spec.classes, P=p, HP=h * p, DK=spec.head_dim, DP=dp, H=h,
+                         CH=spec.chunk if spec.partitioned else 1,
                          HPP=hpp, FFP=ffp, CP=cp, D=spec.d_model, BLOCKS=spec.blocks, HIDDEN=spec.hidden_layers,
                          CONV=conv is not None, R=taps, TOP=top, PADS=_pow2(max(1, taps - 1), 1),
                          AGG=AGGREGATIONS.index(spec.aggregation), PREC=precision)
@@ -154,12 +174,11 @@ class FusedClassifier(nn.Module):
         spec = model.spec
         h, p = spec.heads, spec.partitions
         scale = spec.head_dim ** -0.5
-        out: dict[str, list[torch.Tensor]] = {k: [] for k in ("pe", "pf", "wk", "wq", "wv", "wo", "bo", "mc", "cb",
+        out: dict[str, list[torch.Tensor]] = {k: [] for k in ("pe", "wk", "wq", "wv", "wo", "bo", "mc", "cb",
                                                               "w1", "b1", "w2", "b2", "dyt")}
         for block in blocks:
             attn = block.attn
-            out["pe"].append(_pad(_projection(attn.E, spec), hpp, spec.particles))
-            out["pf"].append(_pad(_projection(attn.F, spec), hpp, spec.particles))
+            out["pe"].append(torch.stack([_pad(_projection(w, spec), hpp, spec.particles) for w in (attn.E, attn.F)]))
             out["wk"].append(_pad(attn.k.weight.t() * scale, dp, dp))
             out["wq"].append(_pad(attn.q.weight, dp, dp))
             out["wv"].append(_pad(attn.v.weight.t(), dp, dp))
@@ -199,7 +218,9 @@ class FusedClassifier(nn.Module):
         """The kernel's compile-time constants and launch options for this call."""
         rows, warps = self.tile(batch, device)
         # FAST: ftz exp and reciprocal (inline PTX); the interpreter runs the same math in numpy
-        meta = {**self.meta, "BLOCK_N": rows, "HAS_MASK": has_mask, "FAST": not interpreting()}
+        span, compact = compact_rows(self.spec, rows)
+        meta = {**self.meta, "BLOCK_N": rows, "SPAN": span, "RA": compact, "HAS_MASK": has_mask,
+                "FAST": not interpreting()}
         return meta, {"num_warps": warps, **self.options}
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -220,11 +241,13 @@ class FusedClassifier(nn.Module):
         ls = x.new_empty(b, n + self.meta["R"] - 1, self.meta["HPP"]) if self.meta["CONV"] else x.new_empty(1)
         meta, options = self.launch(b, x.device, mask is not None)
         ss = x.new_empty(b, 2, meta["BLOCK_N"], self.meta["HPP"])  # a tile's logits and exponentials
+        # pass 1's sums E^T x and F^T x, when they are added up tile by tile in scratch
+        zs = x.new_empty(b, self.spec.blocks, 2, self.meta["HPP"], self.meta["DP"]) if meta["SPAN"] else x.new_empty(1)
         # Triton launches on the current device: make it the input's (cuda:1 while cuda:0 is current)
         with torch.cuda.device(x.device) if x.device.type == "cuda" else contextlib.nullcontext():
             salt_forward_kernel[(b,)](
-                x, mask_u8, xs, ls, ss, out, self.we, self.be,
-                self.pe, self.pf, self.wk, self.wq, self.wv, self.wo, self.bo, self.mc, self.cb,
+                x, mask_u8, xs, ls, ss, zs, out, self.we, self.be,
+                self.pe, self.wk, self.wq, self.wv, self.wo, self.bo, self.mc, self.cb,
                 self.w1, self.b1, self.w2, self.b2, self.dyt, self.wh, self.bh, self.wout, self.bout,
                 **meta, **options,
             )

@@ -98,14 +98,16 @@ def padded_fmas(spec: ModelSpec, block_n: int) -> int:
     """Multiply-adds per jet of the kernel's algebra (salt_forward.py) at its padded sizes:
     what the FFMA count of a correct loop analysis must come to, give or take the few in
     exp and the head."""
-    from salt.kernels.fused import FusedClassifier
+    from salt.kernels.fused import FusedClassifier, compact_rows
     from salt.models import build_model
 
     m = FusedClassifier(build_model(spec)).meta
     rows = math.ceil(m["N"] / block_n) * block_n
     dp, hpp, ffp = m["DP"], m["HPP"], m["FFP"]
+    span, compact = compact_rows(spec, block_n)
     per_row = m["F"] * dp  # the embedding (first block only)
-    per_row += m["BLOCKS"] * (2 * hpp * dp + hpp * dp + 2 * dp * ffp)  # E^T x, F^T x; attend; FFN
+    # E^T x and F^T x (both in one product of `compact` rows when partitioned); attend; FFN
+    per_row += m["BLOCKS"] * ((compact if span else 2 * hpp) * dp + hpp * dp + 2 * dp * ffp)
     per_row += m["BLOCKS"] * ((dp * hpp + m["R"] * m["P"] * hpp) if m["CONV"] else dp * hpp)  # logits (+ conv)
     return rows * per_row + m["BLOCKS"] * 4 * hpp * dp * dp  # + KP, KP W_q, VP, VO per jet
 

@@ -16,7 +16,11 @@ element where a product would be mostly padding:
   ablation) are handed over as one dense (H·p, N) matrix each, zero off the diagonal
   blocks; a short last partition and empty partitions (p > N) come out as in eager.
   EX = E^T x and FX = F^T x are sums over all particles (pass 1 over the tiles, which also
-  embeds the jet for the first block and keeps x in scratch).
+  embeds the jet for the first block and keeps x in scratch). A partitioned tile's rows
+  lie in a few consecutive partitions (SPAN; 2 at N = 150, p = 4 on 32 rows), and the rows
+  of E and F of the others are zero there, so pass 1 multiplies by only those (E or F,
+  partition, head) rows, 2·H·SPAN padded, one product instead of two of H·p rows each
+  (half the multiply-adds at p = 4), and adds the result to the jet's sums in scratch.
 * KP = (EX W_k^T masked to each head's columns) / sqrt(d_k); raw logits = x (KP W_q)^T
   (pass 1b writes them to scratch).
 * The logit convolution (every height averaged into one kernel of R rows, as eager
@@ -96,13 +100,14 @@ def _rows(x_ptr, mask_ptr, jet, rows, N: tl.constexpr, DP: tl.constexpr, HAS_MAS
 
 @triton.jit
 def salt_forward_kernel(
-    inp_ptr, mask_ptr, xs_ptr, ls_ptr, ss_ptr, out_ptr,
+    inp_ptr, mask_ptr, xs_ptr, ls_ptr, ss_ptr, zs_ptr, out_ptr,
     we_ptr, be_ptr,
-    pe_ptr, pf_ptr, wk_ptr, wq_ptr, wv_ptr, wo_ptr, bo_ptr, mc_ptr, cb_ptr,
+    pe_ptr, wk_ptr, wq_ptr, wv_ptr, wo_ptr, bo_ptr, mc_ptr, cb_ptr,
     w1_ptr, b1_ptr, w2_ptr, b2_ptr, dyt_ptr,
     wh_ptr, bh_ptr, wout_ptr, bout_ptr,
     N: tl.constexpr, F: tl.constexpr, C: tl.constexpr, P: tl.constexpr, HP: tl.constexpr, DK: tl.constexpr,
     DP: tl.constexpr, HPP: tl.constexpr, FFP: tl.constexpr, CP: tl.constexpr,
+    H: tl.constexpr, CH: tl.constexpr, SPAN: tl.constexpr, RA: tl.constexpr,
     D: tl.constexpr, BLOCKS: tl.constexpr, HIDDEN: tl.constexpr, CONV: tl.constexpr, R: tl.constexpr,
     TOP: tl.constexpr, PADS: tl.constexpr, AGG: tl.constexpr, HAS_MASK: tl.constexpr, BLOCK_N: tl.constexpr,
     PREC: tl.constexpr, FAST: tl.constexpr,
@@ -130,6 +135,20 @@ def salt_forward_kernel(
     s_tile = s_rows + hpr[None, :]
     s_head = s_rows + head_col[None, :]
 
+    if SPAN > 0:
+        # partitioned E and F: a tile's rows lie in at most SPAN partitions c0, c0 + 1, ..., so pass 1
+        # multiplies by RA rows (E or F, partition c0 + d, head) instead of every (head, partition) row of
+        # E and of F, and adds the products to this jet's sums in scratch, (BLOCKS, 2, HPP, DP), zeroed here
+        ra = tl.arange(0, RA)
+        a_ef = ra // (SPAN * H)
+        a_d = (ra // H) % SPAN
+        a_h = ra % H
+        z_jet = zs_ptr + jet * BLOCKS * 2 * HPP * DP
+        zr = tl.arange(0, 2 * HPP)
+        for layer in tl.static_range(BLOCKS):
+            tl.store(z_jet + (layer * 2 * HPP + zr)[:, None] * DP + cols[None, :], tl.zeros((2 * HPP, DP), tl.float32))
+        tl.debug_barrier()
+
     pooled = tl.full((DP,), float("-inf"), tl.float32)
     if AGG != 0:
         pooled = tl.zeros((DP,), tl.float32)
@@ -156,9 +175,25 @@ def salt_forward_kernel(
                     x = tl.where(keep[:, None], x, 0.0)
             else:
                 x = _rows(x_in, mask_ptr, jet, rows, N, DP, HAS_MASK, True)
-            pe_off = layer * HPP * N + hpr[:, None] * N + rows[None, :]
-            ex += tl.dot(tl.load(pe_ptr + pe_off, mask=row_ok[None, :], other=0.0), x, input_precision=PREC)
-            fx += tl.dot(tl.load(pf_ptr + pe_off, mask=row_ok[None, :], other=0.0), x, input_precision=PREC)
+            if SPAN > 0:
+                c0 = start // CH
+                a_row = a_ef * HPP + a_h * P + c0 + a_d  # row of E (a_ef 0) or F (1) in pe
+                a_ok = (ra < 2 * SPAN * H) & (c0 + a_d < P)
+                a = tl.load(pe_ptr + layer * 2 * HPP * N + a_row[:, None] * N + rows[None, :],
+                            mask=a_ok[:, None] & row_ok[None, :], other=0.0)  # zero outside its partition
+                z_at = z_jet + (layer * 2 * HPP + a_row)[:, None] * DP + cols[None, :]
+                part = tl.dot(a, x, input_precision=PREC)
+                tl.store(z_at, tl.load(z_at, mask=a_ok[:, None], other=0.0) + part, mask=a_ok[:, None])
+                tl.debug_barrier()  # the next tile adds to rows other threads wrote
+            else:
+                pe_off = layer * 2 * HPP * N + hpr[:, None] * N + rows[None, :]
+                ex += tl.dot(tl.load(pe_ptr + pe_off, mask=row_ok[None, :], other=0.0), x, input_precision=PREC)
+                fx += tl.dot(tl.load(pe_ptr + HPP * N + pe_off, mask=row_ok[None, :], other=0.0), x,
+                             input_precision=PREC)
+        if SPAN > 0:
+            z_layer = z_jet + (layer * 2 * HPP + hpr)[:, None] * DP + cols[None, :]
+            ex = tl.load(z_layer)
+            fx = tl.load(z_layer + HPP * DP)
         if layer == 0:
             tl.debug_barrier()  # later passes read rows other threads embedded
         # the per-jet small matrices: raw logits = x (KP W_q)^T, attention output = softmax · VO + b_o
