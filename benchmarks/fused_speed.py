@@ -109,12 +109,12 @@ def check_exactness(dev: torch.device, precision: str) -> list[dict[str, Any]]:
 
 # (rows per tile, warps per program, register cap) tried at the throughput batch. Compiled for sm_90
 # without a GPU (benchmarks/fused_static.py, N = 150): 32 x 2 and 16 x 1 issue the fewest instructions
-# per jet (Triton 3.9: 17.8k and 17.9k; 3.6: 21.5k and 21.0k); under 3.9, 32 x 2 needs 168 registers
-# (12 warps per SM; 16 capped at 128); under 3.6, 85 (22 warps), and 16 x 1 100 (19 warps)
+# per jet (Triton 3.9: 18.4k and 18.5k; 3.6: 19.0k and 18.9k); under 3.9, 32 x 2 needs 166 registers
+# (12 warps per SM; 16 capped at 128); under 3.6, 126 (16 warps), and 16 x 1 102 (19 warps)
 TILES = ((16, 1, None), (32, 2, None), (32, 2, 128), (32, 4, None), (64, 4, None), (64, 8, None), (128, 8, None))
 QUICK_TILES = ((16, 1, None), (32, 2, None), (32, 2, 128))  # the fewest instructions under Triton 3.6 and 3.9
 # at batch 1 a jet's latency is its slowest warp's: more warps per program, fewer instructions each
-# (N = 150, Triton 3.6: 6.6k per warp at 32 x 4, 4.0k at 64 x 8, 2.9k at 64 x 16, with 16 warps per barrier)
+# (N = 150, Triton 3.6: 5.8k per warp at 32 x 4, 3.6k at 64 x 8, 2.7k at 64 x 16, with 16 warps per barrier)
 LATENCY_TILES = ((32, 2, None), (32, 4, None), (64, 4, None), (64, 8, None), (64, 16, None), (128, 8, None))
 QUICK_LATENCY_TILES = ((32, 4, None), (64, 8, None), (64, 16, None))
 Config = tuple[int, int, int | None, str]  # block_n, num_warps, max_registers, precision

@@ -7,6 +7,7 @@ module (tests/fusedcheck.py says why); the checks that never launch the kernel r
 from __future__ import annotations
 
 import logging
+import re
 
 import pytest
 import torch
@@ -53,6 +54,14 @@ def test_kernel_compiles_for_sm90(knobs, has_mask, options):
     ptx = kernel.asm["ptx"]
     assert "ex2.approx.ftz.f32" in ptx and "rcp.approx.ftz.f32" in ptx, "fast math not compiled in"
     assert "ex2.approx.f32" not in ptx
+    # the gathers from scratch (the convolution's shifted rows, the softmax's head columns) run along
+    # rows: order [0, 1], 4 rows a thread (16-byte vectors), not one row a lane across cache lines
+    ttgir = kernel.asm["ttgir"]
+    layouts = dict(re.findall(r"^(#\w+) = #ttg\.blocked<\{(.*)\}>", ttgir, re.M))
+    gathers = re.findall(r"%(shifted|top|total)\w* = tt\.load [^\n]*?, (#\w+)> loc", ttgir)
+    assert len(gathers) >= 2 * 4 * knobs.get("blocks", 1), gathers
+    for name, layout in gathers:
+        assert "order = [0, 1]" in layouts[layout] and "sizePerThread = [4, 1]" in layouts[layout], (name, layouts[layout])
 
 
 def test_full_attention_falls_back_to_eager_with_one_logged_line(caplog):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 
 import torch
@@ -55,10 +56,10 @@ def coverage(spec: ModelSpec) -> str | None:
 def default_tile(particles: int, batch: int, multiprocessors: int) -> tuple[int, int]:
     """Rows per tile and warps per program, from the kernel compiled for sm_90 and counted
     (benchmarks/fused_static.py, N = 150). A batch that fills the GPU wants the fewest
-    instructions per jet: 32 rows on 2 warps (Triton 3.9: 17.8k warp-instructions, 168
-    registers, no spills; 3.6: 21.5k, 85 registers). A batch smaller than the multiprocessor
+    instructions per jet: 32 rows on 2 warps (Triton 3.9: 18.4k warp-instructions, 166
+    registers, no spills; 3.6: 19.0k, 126 registers). A batch smaller than the multiprocessor
     count leaves SMs idle and waits on each jet's slowest warp: 64 rows on 8 warps executes
-    the fewest instructions per warp of the default tiles (3.4k, against 8.9k on 2 warps)."""
+    the fewest instructions per warp of the default tiles (3.6k, against 9.2k on 2 warps)."""
     rows = _pow2(particles)
     if batch < multiprocessors:
         return min(rows, 64), max(1, min(rows, 64) // 8)
@@ -82,6 +83,13 @@ def compact_rows(spec: ModelSpec, block_n: int) -> tuple[int, int]:
     return (span, rows) if rows < 2 * _pow2(spec.heads * spec.partitions) else (0, 16)
 
 
+def logit_rows(particles: int, block_n: int, taps: int) -> int:
+    """Rows of a jet's raw-logit scratch: the particles between the convolution's zero rows, and
+    zero rows down to the last one a tile reads, rounded to 16 bytes."""
+    rows = math.ceil(particles / block_n) * block_n + taps - 1
+    return -(-rows // 4) * 4
+
+
 def fused_extra_bytes(spec: ModelSpec, batch: int) -> int:
     """Device memory the fused forward needs beside the model and its inputs: the packed
     weights (E and F as (H·p, N) matrices dominate), the mask as bytes, and the scratch
@@ -94,7 +102,8 @@ def fused_extra_bytes(spec: ModelSpec, batch: int) -> int:
     taps = max((h - 1) // 2 for h in heights) + 1 + max(h - 1 - (h - 1) // 2 for h in heights)
     per_block = 2 * hpp * n + 4 * dp * dp + 2 * dp * ffp + taps * spec.partitions * hpp + 4 * dp + ffp + 5
     head = spec.hidden_layers * (dp * dp + dp) + (spec.features + 2 + _pow2(spec.classes)) * dp
-    scratch = batch * (n * min(2, spec.blocks) * dp + ((n + taps - 1) * hpp if spec.conv else 0) + 2 * block_n * hpp
+    scratch = batch * (n * min(2, spec.blocks) * dp + (logit_rows(n, block_n, taps) * hpp if spec.conv else 0)
+                       + 2 * block_n * hpp
                        + (spec.blocks * 2 * hpp * dp if spec.partitioned else 0))
     return 4 * (spec.blocks * per_block + head + scratch) + batch * n
 
@@ -161,7 +170,7 @@ class FusedClassifier(nn.Module):
         self.meta = dict(N=n, F=spec.features, C=spec.classes, P=p, HP=h * p, DK=spec.head_dim, DP=dp, H=h,
                          CH=spec.chunk if spec.partitioned else 1,
                          HPP=hpp, FFP=ffp, CP=cp, D=spec.d_model, BLOCKS=spec.blocks, HIDDEN=spec.hidden_layers,
-                         CONV=conv is not None, R=taps, TOP=top, PADS=_pow2(max(1, taps - 1), 1),
+                         CONV=conv is not None, R=taps, TOP=top,
                          AGG=AGGREGATIONS.index(spec.aggregation), PREC=precision)
         with torch.no_grad():
             packed = self._pack(model, blocks, dp, hpp, ffp, cp, taps)
@@ -219,8 +228,9 @@ class FusedClassifier(nn.Module):
         rows, warps = self.tile(batch, device)
         # FAST: ftz exp and reciprocal (inline PTX); the interpreter runs the same math in numpy
         span, compact = compact_rows(self.spec, rows)
-        meta = {**self.meta, "BLOCK_N": rows, "SPAN": span, "RA": compact, "HAS_MASK": has_mask,
-                "FAST": not interpreting()}
+        lr = logit_rows(self.spec.particles, rows, self.meta["R"])
+        meta = {**self.meta, "BLOCK_N": rows, "SPAN": span, "RA": compact, "LR": lr,
+                "PADS": _pow2(lr - self.spec.particles, 1), "HAS_MASK": has_mask, "FAST": not interpreting()}
         return meta, {"num_warps": warps, **self.options}
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -238,9 +248,9 @@ class FusedClassifier(nn.Module):
         mask_u8 = mask.to(torch.uint8).contiguous() if mask is not None else x.new_zeros(1, dtype=torch.uint8)
         # block inputs (two when a block's output is the next one's input) and the raw logits
         xs = x.new_empty(min(2, self.spec.blocks), b, n, self.meta["DP"])
-        ls = x.new_empty(b, n + self.meta["R"] - 1, self.meta["HPP"]) if self.meta["CONV"] else x.new_empty(1)
         meta, options = self.launch(b, x.device, mask is not None)
-        ss = x.new_empty(b, 2, meta["BLOCK_N"], self.meta["HPP"])  # a tile's logits and exponentials
+        ls = x.new_empty(b, self.meta["HPP"], meta["LR"]) if self.meta["CONV"] else x.new_empty(1)
+        ss = x.new_empty(b, 2, self.meta["HPP"], meta["BLOCK_N"])  # a tile's logits and exponentials
         # pass 1's sums E^T x and F^T x, when they are added up tile by tile in scratch
         zs = x.new_empty(b, self.spec.blocks, 2, self.meta["HPP"], self.meta["DP"]) if meta["SPAN"] else x.new_empty(1)
         # Triton launches on the current device: make it the input's (cuda:1 while cuda:0 is current)

@@ -29,10 +29,15 @@ element where a product would be mostly padding:
   the jet zero: R·p multiply-adds per element, from loads of the raw logits at shifted
   rows and gathered columns (pass 2). A dense (H·p, H·p) product per tap would be H times
   the work, all but the diagonal blocks zero. The raw logits sit between zero rows in
-  scratch, so these loads need no mask: a masked load is issued once per column, an
-  unmasked one once per address (each thread holds a head's p columns, which read the same p).
+  scratch, down to the last row a tile reads, so these loads need no mask.
 * The softmax within each head: a tile's logits go to scratch and each column reads its
   head's p columns back for the maximum, then the exponentials likewise for the sum.
+* Both scratches are column-major (LR and BLOCK_N rows a column): the gathered columns vary
+  slowest, so Triton lays the loads out with each thread reading 4 consecutive rows of a
+  column as one 16-byte vector and a warp whole 128-byte lines (at R = 5 the compiled
+  kernel loads only taps 0 and 4: the other taps' rows lie in those vectors). Row-major, a
+  gathered column has no contiguous dimension, and Triton 3.6 then gives each lane its own
+  row: 16 cache lines per warp-wide load, and 272 loads per thread and tile at N = 150.
 * VO = (FX W_v^T masked to each head) W_o^T: attention output = softmax(logits) VO + b_o;
   then DyT, the FFN, DyT, and the pooling of the last block's rows.
 
@@ -109,7 +114,8 @@ def salt_forward_kernel(
     DP: tl.constexpr, HPP: tl.constexpr, FFP: tl.constexpr, CP: tl.constexpr,
     H: tl.constexpr, CH: tl.constexpr, SPAN: tl.constexpr, RA: tl.constexpr,
     D: tl.constexpr, BLOCKS: tl.constexpr, HIDDEN: tl.constexpr, CONV: tl.constexpr, R: tl.constexpr,
-    TOP: tl.constexpr, PADS: tl.constexpr, AGG: tl.constexpr, HAS_MASK: tl.constexpr, BLOCK_N: tl.constexpr,
+    TOP: tl.constexpr, LR: tl.constexpr, PADS: tl.constexpr, AGG: tl.constexpr, HAS_MASK: tl.constexpr,
+    BLOCK_N: tl.constexpr,
     PREC: tl.constexpr, FAST: tl.constexpr,
 ):
     jet = tl.program_id(0).to(tl.int64)  # offsets past 2**31 elements at large batches
@@ -126,14 +132,14 @@ def salt_forward_kernel(
     dd = cols[:, None] * DP + cols[None, :]
     # this jet's raw logits for the convolution's shifted reads: (N + R - 1, HPP), particle n at row
     # n + TOP between zero rows, so a shift needs no bounds check
-    l_jet = ls_ptr + jet * (N + R - 1) * HPP
+    l_jet = ls_ptr + jet * HPP * LR
     # the first column of each column's head, where the convolution and the softmax read its p columns
     # (padded columns read head 0's; what they compute is dropped)
     head_col = tl.where(hp_ok, head_of_hp * P, 0)
     # this jet's softmax scratch: a tile's logits, then its exponentials (2, BLOCK_N, HPP)
-    s_rows = ss_ptr + jet * 2 * BLOCK_N * HPP + ar[:, None] * HPP
-    s_tile = s_rows + hpr[None, :]
-    s_head = s_rows + head_col[None, :]
+    s_rows = ss_ptr + jet * 2 * HPP * BLOCK_N + ar[:, None]
+    s_tile = s_rows + hpr[None, :] * BLOCK_N
+    s_head = s_rows + head_col[None, :] * BLOCK_N
 
     if SPAN > 0:
         # partitioned E and F: a tile's rows lie in at most SPAN partitions c0, c0 + 1, ..., so pass 1
@@ -215,17 +221,18 @@ def salt_forward_kernel(
 
         if CONV:
             if layer == 0:
-                # the zero rows above and below the jet: pad i < R - 1 is row i, or N + i past TOP
+                # the zero rows above and below the jet, and up to the last row a tile reads: pad i < TOP is
+                # row i, the others row N + i
                 pad = tl.arange(0, PADS)
                 pad_row = tl.where(pad < TOP, pad, N + pad)
-                tl.store(l_jet + pad_row[:, None] * HPP + hpr[None, :], tl.zeros((PADS, HPP), tl.float32),
-                         mask=(pad < R - 1)[:, None])
+                tl.store(l_jet + hpr[None, :] * LR + pad_row[:, None], tl.zeros((PADS, HPP), tl.float32),
+                         mask=(pad < LR - N)[:, None])
             # pass 1b: raw logits of every particle, read back at shifted rows by the convolution
             for start in range(0, N, BLOCK_N):
                 rows = start + ar
                 x = _rows(x_in, mask_ptr, jet, rows, N, DP, HAS_MASK, True)
                 raw = tl.dot(x, kpw_t, input_precision=PREC)
-                tl.store(l_jet + (rows + TOP)[:, None] * HPP + hpr[None, :], raw, mask=(rows < N)[:, None])
+                tl.store(l_jet + hpr[None, :] * LR + (rows + TOP)[:, None], raw, mask=(rows < N)[:, None])
             tl.debug_barrier()
 
         # pass 2: per tile, convolved logits -> softmax per head -> attend -> DyT -> FFN -> DyT
@@ -234,14 +241,12 @@ def salt_forward_kernel(
             row_ok = rows < N
             if CONV:
                 logits = tl.zeros((BLOCK_N, HPP), tl.float32) + conv_bias
-                # tile rows past the jet read its last rows (their results are dropped); unmasked loads
-                # of one address are loaded once, where masked ones would be loaded per column
-                last = tl.minimum(rows, N - 1)
+                # unmasked: tile rows past the jet read zero rows (their results are dropped anyway)
                 for r in tl.static_range(R):
-                    line = l_jet + (last + r)[:, None] * HPP
+                    line = l_jet + (rows + r)[:, None]
                     # column h·p + j takes column h·p + c of its own head: p multiply-adds, not H·p
                     for c in tl.static_range(P):
-                        shifted = tl.load(line + (head_col + c)[None, :])
+                        shifted = tl.load(line + ((head_col + c) * LR)[None, :])
                         logits += shifted * tl.load(mc_ptr + ((layer * R + r) * P + c) * HPP + hpr)[None, :]
             else:
                 logits = tl.dot(_rows(x_in, mask_ptr, jet, rows, N, DP, HAS_MASK, True), kpw_t, input_precision=PREC)
@@ -251,13 +256,13 @@ def salt_forward_kernel(
             tl.debug_barrier()
             top = tl.load(s_head)
             for c in tl.static_range(1, P):
-                top = tl.maximum(top, tl.load(s_head + c))
+                top = tl.maximum(top, tl.load(s_head + c * BLOCK_N))
             e = _exp(logits - top, FAST)
-            tl.store(s_tile + BLOCK_N * HPP, e)
+            tl.store(s_tile + HPP * BLOCK_N, e)
             tl.debug_barrier()
-            total = tl.load(s_head + BLOCK_N * HPP)
+            total = tl.load(s_head + HPP * BLOCK_N)
             for c in tl.static_range(1, P):
-                total += tl.load(s_head + BLOCK_N * HPP + c)
+                total += tl.load(s_head + (HPP + c) * BLOCK_N)
             attn = tl.where(hp_ok[None, :], e * _recip(total, FAST), 0.0)
 
             x = _rows(x_in, mask_ptr, jet, rows, N, DP, HAS_MASK, False)
