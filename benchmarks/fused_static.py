@@ -5,9 +5,11 @@
 
 For each tile (rows per tile x warps per program): registers and spills per thread, shared
 memory, programs and warps per multiprocessor, and per jet the warp-instructions executed,
-the fp32 multiply-adds (FFMA, checked against the kernel's algebra), and two floors under the
-time per jet at batch 4096 on an H200: issuing every instruction (one warp-instruction per
-scheduler per clock) and doing the multiply-adds at the fp32 rate. Measured times sit above
+the fp32 multiply-adds (FFMA, checked against the kernel's algebra) and the 128-byte cache
+lines its global loads and stores touch (traced under Triton's interpreter), and three floors
+under the time per jet at batch 4096 on an H200: issuing every instruction (one
+warp-instruction per scheduler per clock), doing the multiply-adds at the fp32 rate, and the
+L1 serving one line per multiprocessor per clock. Measured times sit above
 them; this ranks kernel designs where no GPU is at hand (benchmarks/fused_speed.py measures).
 Needs triton (its bundled ptxas and cuobjdump), not a GPU.
 """
@@ -51,8 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"triton {triton.__version__}, sm_90, floors at {H200['sms']} SMs x {H200['clock_mhz']} MHz (H200); "
           f"{args.model}, C = 5, p = 4, {args.precision}{', masked' if args.mask else ''}\n")
     print("| N | tile | reg cap | registers | spill B | shared kB | warps/SM | warp-instr/jet | FFMA (algebra) "
-          "| issue floor ns/jet | FMA floor ns/jet | goal ns/jet |")
-    print("|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
+          "| L1 lines/jet | issue floor ns/jet | FMA floor ns/jet | L1 floor ns/jet | goal ns/jet |")
+    print("|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
     for n in args.particles:
         spec = ModelSpec(model=args.model, particles=n, classes=5, partitions=4)
         for rows, warps in args.tiles:
@@ -63,8 +65,8 @@ def main(argv: list[str] | None = None) -> int:
                                    max_registers=cap or None)
                 print(f"| {n} | {rows}x{warps} | {cap or '-'} | {p.registers} | {p.spill_bytes} | "
                       f"{p.shared_bytes / 1024:.0f} | {p.warps_per_sm} | {p.warp_instructions:,} | "
-                      f"{p.warp_ffma:,} ({p.expected_warp_ffma:,.0f}) | {p.issue_floor_ns:.1f} | {p.fma_floor_ns:.1f} | "
-                      f"{GOALS_NS.get(n, '-')} |", flush=True)
+                      f"{p.warp_ffma:,} ({p.expected_warp_ffma:,.0f}) | {p.l1_lines:,} | {p.issue_floor_ns:.1f} | "
+                      f"{p.fma_floor_ns:.1f} | {p.l1_floor_ns:.1f} | {GOALS_NS.get(n, '-')} |", flush=True)
     return 0
 
 

@@ -7,11 +7,13 @@ sm_90 (H100/H200) exactly as a launch there would, and read the result:
     profile = static_profile(spec, block_n=32, num_warps=2)    # registers, spills, instructions
 
 The profile counts the SASS instructions a program executes for one jet (each loop body
-times its trip count) and turns them into floors under the measured time: a multiprocessor
-issues at most one warp-instruction per scheduler per clock, and does at most 128 fp32
-multiply-adds per clock. The real time sits above both (memory latency, barriers, too few
-warps to hide them), so the profile ranks kernel designs on a CPU; only a GPU measures them
-(benchmarks/fused_speed.py).
+times its trip count) and the cache lines its global accesses touch (access_trace.py), and
+turns them into floors under the measured time: a multiprocessor issues at most one
+warp-instruction per scheduler per clock, does at most 128 fp32 multiply-adds per clock,
+and its L1 serves about one 128-byte line per clock. The line count is an upper bound where
+the compiler merges loads of overlapping addresses. The real time sits above the floors
+(memory latency, barriers, too few warps to hide them), so the profile ranks kernel designs
+on a CPU; only a GPU measures them (benchmarks/fused_speed.py).
 """
 
 from __future__ import annotations
@@ -124,6 +126,8 @@ class StaticProfile:
     expected_warp_ffma: float  # padded_fmas / 32
     issue_floor_ns: float  # per jet, at one warp-instruction per scheduler per clock, every SM busy
     fma_floor_ns: float  # per jet, the model's padded multiply-adds at 128 per SM per clock
+    l1_lines: int  # per jet: 128-byte lines the global loads and stores touch, per warp-instruction, summed
+    l1_floor_ns: float  # per jet, at one line per SM per clock
 
 
 def occupancy(registers: int, shared_bytes: int, num_warps: int) -> int:
@@ -141,6 +145,10 @@ def static_profile(spec: ModelSpec, *, block_n: int, num_warps: int, has_mask: b
     registers = int(re.search(r"REG:(\d+)", usage).group(1))
     spill = int(re.search(r"STACK:(\d+)", usage).group(1))
     counts = executed_instructions(_cuobjdump(kernel.asm["cubin"], "-sass"), math.ceil(spec.particles / block_n))
+    from salt.kernels.access_trace import lines_per_jet, trace_addresses
+
+    trace = trace_addresses(spec.to_dict(), has_mask=has_mask, block_n=block_n, num_warps=num_warps)
+    l1_lines = lines_per_jet(kernel.asm["ttgir"], trace)["lines"]
     shared = int(kernel.metadata.shared)
     programs = occupancy(registers, shared, num_warps)
     issue_rate = gpu["sms"] * SM90["schedulers"] * gpu["clock_mhz"] * 1e6  # warp-instructions per second
@@ -151,4 +159,5 @@ def static_profile(spec: ModelSpec, *, block_n: int, num_warps: int, has_mask: b
         registers=registers, spill_bytes=spill, shared_bytes=shared, programs_per_sm=programs,
         warps_per_sm=programs * num_warps, warp_instructions=warp_instructions,
         warp_ffma=counts["FFMA"] * num_warps, expected_warp_ffma=fmas / 32,
-        issue_floor_ns=warp_instructions / issue_rate * 1e9, fma_floor_ns=fmas / fma_rate * 1e9)
+        issue_floor_ns=warp_instructions / issue_rate * 1e9, fma_floor_ns=fmas / fma_rate * 1e9,
+        l1_lines=l1_lines, l1_floor_ns=l1_lines / (gpu["sms"] * gpu["clock_mhz"] * 1e6) * 1e9)
