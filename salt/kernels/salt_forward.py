@@ -130,13 +130,13 @@ def salt_forward_kernel(
     head_of_hp = hpr // P
     head_mask = (head_of_hp[:, None] == (cols // DK)[None, :]) & hp_ok[:, None]
     dd = cols[:, None] * DP + cols[None, :]
-    # this jet's raw logits for the convolution's shifted reads: (N + R - 1, HPP), particle n at row
-    # n + TOP between zero rows, so a shift needs no bounds check
+    # this jet's raw logits for the convolution's shifted reads, column-major (HPP, LR): particle n at
+    # row n + TOP between zero rows, so a shift needs no bounds check
     l_jet = ls_ptr + jet * HPP * LR
     # the first column of each column's head, where the convolution and the softmax read its p columns
     # (padded columns read head 0's; what they compute is dropped)
     head_col = tl.where(hp_ok, head_of_hp * P, 0)
-    # this jet's softmax scratch: a tile's logits, then its exponentials (2, BLOCK_N, HPP)
+    # this jet's softmax scratch, column-major: a tile's logits, then its exponentials (2, HPP, BLOCK_N)
     s_rows = ss_ptr + jet * 2 * HPP * BLOCK_N + ar[:, None]
     s_tile = s_rows + hpr[None, :] * BLOCK_N
     s_head = s_rows + head_col[None, :] * BLOCK_N
