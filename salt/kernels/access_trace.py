@@ -46,9 +46,9 @@ class Blocked:
     order: tuple[int, ...]  # order[0] varies fastest
 
 
-def parse_layouts(ttgir: str) -> dict[str, Blocked | tuple[int, str]]:
-    """#name -> Blocked, or (sliced dim, parent name) for a slice layout."""
-    out: dict[str, Blocked | tuple[int, str]] = {}
+def parse_layouts(ttgir: str) -> dict[str, Blocked]:
+    """The TTGIR's blocked layouts by name (#blocked, #blocked1, ...)."""
+    out: dict[str, Blocked] = {}
     for name, body in re.findall(r"^(#\w+) = #ttg\.blocked<\{(.*)\}>", ttgir, re.M):
         def field(key: str) -> tuple[int, ...]:
             return tuple(int(v) for v in re.search(key + r" = \[([\d, ]*)\]", body).group(1).split(","))
@@ -120,7 +120,7 @@ def warp_lines(offsets: np.ndarray, buffers: np.ndarray, flat: np.ndarray, faste
     registers are grouped into runs of `fastest_run` (its consecutive elements along the fastest
     dimension); a run is one instruction while every lane's addresses stay consecutive, aligned
     and within 16 bytes. Elements with buffer -1 (masked off) touch nothing."""
-    warps, lanes, registers = flat.shape
+    warps, _, registers = flat.shape
     instructions = lines = 0
     per_vector = VECTOR_BYTES // element_bytes
     for start in range(0, registers, fastest_run):
@@ -149,9 +149,9 @@ def lines_per_jet(ttgir: str, trace: list[dict[str, Any]]) -> dict[str, Any]:
     """Per kernel-file line and in total: warp-wide memory instructions and the 128-byte lines
     they touch, for the traced jet. `trace` is `trace_addresses`'s records."""
     layouts = parse_layouts(ttgir)
-    sites = defaultdict(list)
+    sites: dict[tuple[Any, ...], str] = {}  # (line, kind, shape) -> the layout of its first such access
     for site in memory_sites(ttgir):
-        sites[site["line"], site["kind"], site["shape"]].append(site)
+        sites.setdefault((site["line"], site["kind"], site["shape"]), site["layout"])
     by_line: dict[str, dict[str, int]] = defaultdict(lambda: {"instructions": 0, "lines": 0, "executions": 0})
     uncounted: set[str] = set()
     cache: dict[tuple[str, tuple[int, ...]], tuple[np.ndarray, int]] = {}
@@ -163,11 +163,11 @@ def lines_per_jet(ttgir: str, trace: list[dict[str, Any]]) -> dict[str, Any]:
         if key not in sites:
             uncounted.add(f"{rec['kind']} at line {rec['line']} {shape}")
             continue
-        layout_name = sites[key][0]["layout"]
+        layout_name = sites[key]
         if (layout_name, shape) not in cache:
             sliced = _slice_parent(layout_name)
             parent = layouts.get(sliced[1] if sliced else layout_name)
-            if not isinstance(parent, Blocked):
+            if parent is None:
                 uncounted.add(f"{rec['kind']} at line {rec['line']} ({layout_name})")
                 continue
             full = list(shape)

@@ -165,6 +165,7 @@ class FusedClassifier(nn.Module):
         if block_n is not None and (block_n < 16 or block_n & (block_n - 1)):
             raise ValueError(f"fused kernel: block_n {block_n} must be a power of two >= 16")
         self.block_n, self.num_warps = block_n, num_warps
+        self._per_tile: dict[int, dict[str, object]] = {}  # launch constants that depend on the rows per tile
         self.options = {**FUSED_OPTIONS, **({"maxnreg": max_registers} if max_registers is not None else {})}
         blocks = list(model.blocks)
         conv = blocks[0].attn.conv
@@ -228,11 +229,13 @@ class FusedClassifier(nn.Module):
     def launch(self, batch: int, device: torch.device, has_mask: bool) -> tuple[dict[str, object], dict[str, object]]:
         """The kernel's compile-time constants and launch options for this call."""
         rows, warps = self.tile(batch, device)
+        if rows not in self._per_tile:
+            span, compact = compact_rows(self.spec, rows)
+            lr = logit_rows(self.spec.particles, rows, self.meta["R"])
+            self._per_tile[rows] = {"BLOCK_N": rows, "SPAN": span, "RA": compact, "LR": lr,
+                                    "PADS": _pow2(lr - self.spec.particles, 1)}
         # FAST: ftz exp and reciprocal (inline PTX); the interpreter runs the same math in numpy
-        span, compact = compact_rows(self.spec, rows)
-        lr = logit_rows(self.spec.particles, rows, self.meta["R"])
-        meta = {**self.meta, "BLOCK_N": rows, "SPAN": span, "RA": compact, "LR": lr,
-                "PADS": _pow2(lr - self.spec.particles, 1), "HAS_MASK": has_mask, "FAST": not interpreting()}
+        meta = {**self.meta, **self._per_tile[rows], "HAS_MASK": has_mask, "FAST": not interpreting()}
         return meta, {"num_warps": warps, **self.options}
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:

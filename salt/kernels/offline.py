@@ -30,6 +30,7 @@ from typing import Any
 
 import torch
 
+from salt.kernels.access_trace import lines_per_jet, trace_addresses
 from salt.models.spec import ModelSpec
 
 # sm_90 per multiprocessor: registers, warps, resident programs, shared memory; schedulers
@@ -145,8 +146,6 @@ def static_profile(spec: ModelSpec, *, block_n: int, num_warps: int, has_mask: b
     registers = int(re.search(r"REG:(\d+)", usage).group(1))
     spill = int(re.search(r"STACK:(\d+)", usage).group(1))
     counts = executed_instructions(_cuobjdump(kernel.asm["cubin"], "-sass"), math.ceil(spec.particles / block_n))
-    from salt.kernels.access_trace import lines_per_jet, trace_addresses
-
     trace = trace_addresses(spec.to_dict(), has_mask=has_mask, block_n=block_n, num_warps=num_warps)
     l1_lines = lines_per_jet(kernel.asm["ttgir"], trace)["lines"]
     shared = int(kernel.metadata.shared)
