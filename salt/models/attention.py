@@ -95,7 +95,8 @@ class LogitConv(nn.Module):
         kernel, bias = self.fused()
         mixers = kernel[:, self._tap] * self._tap_valid  # (R, c, j)
         weight = mixers.permute(2, 1, 0).repeat(self.heads, 1, 1)[:, :, None, :]  # (H·p out, p in, 1, R)
-        return weight, bias.expand(weight.shape[0])
+        # repeated, not expanded: torch 2.11's Inductor cannot lower a convolution whose bias is a view
+        return weight, bias.repeat(weight.shape[0])
 
     def straightforward(self, logits: torch.Tensor) -> torch.Tensor:
         """Per-height Conv2d over (B·H, 1, N, p), averaged (the reference's AttentionConvLayer)."""
@@ -227,8 +228,9 @@ class LinearAttention(nn.Module):
         wq, wk, wv = (layer.weight.view(h, k, d) for layer in (self.q, self.k, self.v))
         qk = torch.einsum("hke,hkf->hfe", wq, wk) / math.sqrt(k)  # W_q,h W_k,h^T / sqrt(d_k), transposed
         vo = torch.einsum("hke,fhk->hef", wv, self.out.weight.view(d, h, k))  # W_v,h W_o,h
-        # every head's weights sum to 1, so the out-projection bias rides along as bias/H per row
-        return {"projection": projection, "qkvo": torch.cat([qk, vo]), "value_bias": self.out.bias / h}
+        # every head's weights sum to 1, so the out-projection bias rides along as bias/H per row; H as a
+        # float: torch 2.11's ONNX exporter cannot decompose a parameter divided by a Python int
+        return {"projection": projection, "qkvo": torch.cat([qk, vo]), "value_bias": self.out.bias / float(h)}
 
     def forward(self, x: torch.Tensor, need_weights: bool = False, residual: torch.Tensor | None = None,
                 bias: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
