@@ -8,7 +8,7 @@ TORCH ?= torch==2.13.0
 EXTRAS ?= test,onnx,slurm,triton
 CORES ?= all
 
-.PHONY: venv demo test gpu-check gpu-wheels clean
+.PHONY: venv demo test compat-test gpu-check gpu-wheels clean
 
 $(BIN)/salt: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,20 @@ demo: venv
 
 test: venv
 	PATH="$(BIN):$$PATH" python -m pytest
+
+# The version-sensitive tests (torch.compile, ONNX export, the Triton kernel in its interpreter, bf16,
+# the CPU halves of the CUDA paths, checkpoint and resume) under a GPU image's torch 2.11 and Triton
+# 3.6, in their own environment: PyPI's torch 2.11 is a CUDA build, which runs on a CPU (~4.6 GB).
+# 2.11 failed on code that 2.13 runs: ONNX export of a parameter divided by a Python int, and
+# torch.compile of a convolution whose bias is a view.
+COMPAT_VENV ?= .venv-torch2.11
+COMPAT_TESTS ?= tests/test_export.py tests/test_bench_sweep.py tests/test_bench_bf16.py tests/test_fused_triton.py \
+	tests/test_kernel_offline.py tests/test_cuda_paths.py tests/test_models.py tests/test_train_resume.py
+compat-test:
+	$(MAKE) VENV=$(COMPAT_VENV) TORCH=torch==2.11.0 venv
+	PATH="$(abspath $(COMPAT_VENV))/bin:$$PATH" python -c "import torch, triton; v = (torch.__version__, triton.__version__); \
+	assert v[0].startswith('2.11.') and v[1].startswith('3.6.'), v; print('compat-test: torch %s, triton %s' % v)"
+	PATH="$(abspath $(COMPAT_VENV))/bin:$$PATH" python -m pytest $(COMPAT_TESTS)
 
 # On a GPU node: every `gpu` test, the loader benchmark on cuda and the tiny workflow on cpu + cuda
 # (tests/gpu_check.py). Runs with .venv's Python if there is one, else $(PYTHON) as it is: a GPU

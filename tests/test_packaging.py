@@ -24,12 +24,13 @@ def test_conda_env_matches_pyproject():
                                 f"only in pyproject.toml: {sorted(declared - in_env)}")
 
 
-def test_torch_range_admits_the_cpu_wheel():
+def test_torch_range_admits_the_cpu_wheel_and_the_gpu_images_torch():
     from packaging.requirements import Requirement
 
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     torch = next(Requirement(r) for r in project["dependencies"] if r.startswith("torch"))
     assert torch.specifier.contains("2.13.0")
+    assert torch.specifier.contains("2.11.0")  # what `make compat-test` runs
 
 
 def test_cli_lists_every_stage():
