@@ -203,6 +203,35 @@ def test_training_uses_no_op_that_strict_determinism_refuses_on_cuda(model):
     assert not seen & STRICT_REFUSES, f"{model}: {sorted(seen & STRICT_REFUSES)} raise under strict determinism on CUDA"
 
 
+@pytest.mark.parametrize("model", sorted(MODELS))
+def test_every_forward_keeps_to_the_inputs_device_on_cuda_tensors_without_a_gpu(model):
+    """Each model's forward, in training mode, without autograd (the inference path with its cached
+    weight products) and under bf16 autocast, on CUDA tensors that carry no data (PyTorch's fake
+    tensors): a tensor made on the CPU inside a forward raises here instead of first on a GPU node.
+    Needs a CUDA build of torch (the CPU wheel cannot even initialise a fake CUDA tensor): it runs in
+    `make compat-test` (PyPI's torch 2.11) and is skipped under the CPU wheel."""
+    if not torch.backends.cuda.is_built():
+        pytest.skip("needs a CUDA build of torch (it runs without a GPU): `make compat-test` has one")
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from salt.models import ModelSpec, build_model
+
+    for mask, classes in ((False, 1), (True, 5)):
+        with FakeTensorMode():
+            spec = ModelSpec(model=model, particles=12, classes=classes, mask=mask)
+            with torch.device("cuda"):  # only here: inside a forward, a tensor made without a device is on the CPU
+                net = build_model(spec)
+            x = torch.randn(3, 12, spec.features, device="cuda")
+            keep = torch.rand(3, 12, device="cuda") > 0.3
+            outs = [net(x, keep if mask else None)]
+            net.eval()
+            with torch.no_grad():
+                outs.append(net(x, keep if mask else None))
+                with torch.autocast("cuda", dtype=torch.bfloat16):
+                    outs.append(net(x, keep if mask else None))
+        assert all(o.device.type == "cuda" and o.shape == (3, classes) for o in outs), [(o.device, o.shape) for o in outs]
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("precision, loader", [("fp32", "memory"), ("bf16", "stream")])
 def test_cuda_training_records_the_gpu(data, tmp_path, precision, loader):
