@@ -311,3 +311,28 @@ def test_cuda_evaluation_matches_the_cpu(data, tmp_path):
     torch.testing.assert_close(torch.from_numpy(gpu_arrays["scores"]), torch.from_numpy(cpu_arrays["scores"]),
                                rtol=1e-4, atol=1e-5)
     assert on_gpu["metrics"]["accuracy"] == pytest.approx(on_cpu["metrics"]["accuracy"], abs=2 / len(cpu_arrays["labels"]))
+
+
+@pytest.mark.parametrize("model", ["salt", "linformer", "salt_noconv", "salt_nopartition"])
+def test_fused_kernel_packs_every_weight_on_the_models_cuda_device_without_a_gpu(model):
+    """The fused kernel's weight packing (salt/kernels/fused.py) on a model whose parameters are fake
+    CUDA tensors: every packed tensor lands on the model's device, so the launch gets no CPU pointer.
+    Needs a CUDA build of torch, as the forward test above."""
+    if not torch.backends.cuda.is_built():
+        pytest.skip("needs a CUDA build of torch (it runs without a GPU): `make compat-test` has one")
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from salt.kernels.fused import FusedClassifier
+    from salt.models import ModelSpec, build_model
+
+    for mask in (False, True):
+        with FakeTensorMode():
+            with torch.device("cuda"):
+                net = build_model(ModelSpec(model=model, particles=150, classes=5, mask=mask)).eval()
+            fused = FusedClassifier(net)
+        packed = {name: t for name, t in vars(fused).items() if isinstance(t, torch.Tensor)}
+        packed |= dict(fused.named_buffers())
+        # the kernel's weight arguments
+        assert set(packed) >= {"we", "be", "pe", "wk", "wq", "wv", "wo", "bo", "mc", "cb", "w1", "b1", "w2", "b2",
+                               "dyt", "wh", "bh", "wout", "bout"}, sorted(packed)
+        assert {name: t.device.type for name, t in packed.items() if t.device.type != "cuda"} == {}
