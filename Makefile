@@ -34,11 +34,12 @@ test: venv
 COMPAT_VENV ?= .venv-torch2.11
 COMPAT_TESTS ?= tests/test_export.py tests/test_bench_sweep.py tests/test_bench_bf16.py tests/test_fused_triton.py \
 	tests/test_kernel_offline.py tests/test_cuda_paths.py tests/test_models.py tests/test_train_resume.py
+COMPAT_BIN := $(abspath $(COMPAT_VENV))/bin
 compat-test:
 	$(MAKE) VENV=$(COMPAT_VENV) TORCH=torch==2.11.0 venv
-	PATH="$(abspath $(COMPAT_VENV))/bin:$$PATH" python -c "import torch, triton; v = (torch.__version__, triton.__version__); \
+	PATH="$(COMPAT_BIN):$$PATH" python -c "import torch, triton; v = (torch.__version__, triton.__version__); \
 	assert v[0].startswith('2.11.') and v[1].startswith('3.6.'), v; print('compat-test: torch %s, triton %s' % v)"
-	PATH="$(abspath $(COMPAT_VENV))/bin:$$PATH" python -m pytest $(COMPAT_TESTS)
+	PATH="$(COMPAT_BIN):$$PATH" python -m pytest $(COMPAT_TESTS)
 
 # On a GPU node: every `gpu` test, the loader benchmark on cuda and the tiny workflow on cpu + cuda
 # (tests/gpu_check.py). Runs with .venv's Python if there is one, else $(PYTHON) as it is: a GPU

@@ -9,6 +9,7 @@ inside the fixtures, so a GPU image without them reports the tests it cannot run
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -203,24 +204,34 @@ def test_training_uses_no_op_that_strict_determinism_refuses_on_cuda(model):
     assert not seen & STRICT_REFUSES, f"{model}: {sorted(seen & STRICT_REFUSES)} raise under strict determinism on CUDA"
 
 
-@pytest.mark.parametrize("model", sorted(MODELS))
-def test_every_forward_keeps_to_the_inputs_device_on_cuda_tensors_without_a_gpu(model):
-    """Each model's forward, in training mode, without autograd (the inference path with its cached
-    weight products) and under bf16 autocast, on CUDA tensors that carry no data (PyTorch's fake
-    tensors): a tensor made on the CPU inside a forward raises here instead of first on a GPU node.
-    Needs a CUDA build of torch (the CPU wheel cannot even initialise a fake CUDA tensor): it runs in
-    `make compat-test` (PyPI's torch 2.11) and is skipped under the CPU wheel."""
+@contextlib.contextmanager
+def fake_cuda_model(spec):
+    """`spec`'s model with CUDA parameters that carry no data (PyTorch's fake tensors), inside the
+    fake mode that made them. Needs a CUDA build of torch, not a GPU (the CPU wheel cannot even
+    initialise a fake CUDA tensor): these tests run in `make compat-test` (PyPI's torch 2.11) and
+    are skipped under the CPU wheel."""
     if not torch.backends.cuda.is_built():
         pytest.skip("needs a CUDA build of torch (it runs without a GPU): `make compat-test` has one")
     from torch._subclasses.fake_tensor import FakeTensorMode
 
-    from salt.models import ModelSpec, build_model
+    from salt.models import build_model
+
+    with FakeTensorMode():
+        with torch.device("cuda"):  # only here: inside a forward, a tensor made without a device is on the CPU
+            net = build_model(spec)
+        yield net
+
+
+@pytest.mark.parametrize("model", sorted(MODELS))
+def test_every_forward_keeps_to_the_inputs_device_on_cuda_tensors_without_a_gpu(model):
+    """Each model's forward, in training mode, without autograd (the inference path with its cached
+    weight products) and under bf16 autocast, on fake CUDA tensors: a tensor made on the CPU inside a
+    forward raises here instead of first on a GPU node."""
+    from salt.models import ModelSpec
 
     for mask, classes in ((False, 1), (True, 5)):
-        with FakeTensorMode():
-            spec = ModelSpec(model=model, particles=12, classes=classes, mask=mask)
-            with torch.device("cuda"):  # only here: inside a forward, a tensor made without a device is on the CPU
-                net = build_model(spec)
+        spec = ModelSpec(model=model, particles=12, classes=classes, mask=mask)
+        with fake_cuda_model(spec) as net:
             x = torch.randn(3, 12, spec.features, device="cuda")
             keep = torch.rand(3, 12, device="cuda") > 0.3
             outs = [net(x, keep if mask else None)]
@@ -316,22 +327,13 @@ def test_cuda_evaluation_matches_the_cpu(data, tmp_path):
 @pytest.mark.parametrize("model", ["salt", "linformer", "salt_noconv", "salt_nopartition"])
 def test_fused_kernel_packs_every_weight_on_the_models_cuda_device_without_a_gpu(model):
     """The fused kernel's weight packing (salt/kernels/fused.py) on a model whose parameters are fake
-    CUDA tensors: every packed tensor lands on the model's device, so the launch gets no CPU pointer.
-    Needs a CUDA build of torch, as the forward test above."""
-    if not torch.backends.cuda.is_built():
-        pytest.skip("needs a CUDA build of torch (it runs without a GPU): `make compat-test` has one")
-    from torch._subclasses.fake_tensor import FakeTensorMode
-
+    CUDA tensors: every packed tensor lands on the model's device, so the launch gets no CPU pointer."""
     from salt.kernels.fused import FusedClassifier
-    from salt.models import ModelSpec, build_model
+    from salt.models import ModelSpec
 
     for mask in (False, True):
-        with FakeTensorMode():
-            with torch.device("cuda"):
-                net = build_model(ModelSpec(model=model, particles=150, classes=5, mask=mask)).eval()
-            fused = FusedClassifier(net)
-        packed = {name: t for name, t in vars(fused).items() if isinstance(t, torch.Tensor)}
-        packed |= dict(fused.named_buffers())
+        with fake_cuda_model(ModelSpec(model=model, particles=150, classes=5, mask=mask)) as net:
+            packed = dict(FusedClassifier(net.eval()).named_buffers())
         # the kernel's weight arguments
         assert set(packed) >= {"we", "be", "pe", "wk", "wq", "wv", "wo", "bo", "mc", "cb", "w1", "b1", "w2", "b2",
                                "dyt", "wh", "bh", "wout", "bout"}, sorted(packed)

@@ -16,6 +16,7 @@ pytest.importorskip("triton", reason="triton is not installed (pip install 'salt
 
 from fusedcheck import RANDOM_SPECS, fixture_cases, run_interpreted  # noqa: E402
 
+from salt.kernels.access_trace import parse_layouts  # noqa: E402
 from salt.kernels.fused import (  # noqa: E402
     FusedClassifier, compact_rows, coverage, default_tile, fused_model, partition_span)
 from salt.models import ModelSpec, build_model  # noqa: E402
@@ -57,11 +58,11 @@ def test_kernel_compiles_for_sm90(knobs, has_mask, options):
     # the gathers from scratch (the convolution's shifted rows, the softmax's head columns) run along
     # rows: order [0, 1], 4 rows a thread (16-byte vectors), not one row a lane across cache lines
     ttgir = kernel.asm["ttgir"]
-    layouts = dict(re.findall(r"^(#\w+) = #ttg\.blocked<\{(.*)\}>", ttgir, re.M))
+    layouts = parse_layouts(ttgir)
     gathers = re.findall(r"%(shifted|top|total)\w* = tt\.load [^\n]*?, (#\w+)> loc", ttgir)
     assert len(gathers) >= 2 * 4 * knobs.get("blocks", 1), gathers
     for name, layout in gathers:
-        assert "order = [0, 1]" in layouts[layout] and "sizePerThread = [4, 1]" in layouts[layout], (name, layouts[layout])
+        assert layouts[layout].order == (0, 1) and layouts[layout].size_per_thread == (4, 1), (name, layouts[layout])
 
 
 def test_full_attention_falls_back_to_eager_with_one_logged_line(caplog):
