@@ -18,8 +18,9 @@ dependency of salt (snakemake, pythia8mc, fastjet, awkward, uproot, vector, hdf5
 pyyaml, tqdm): when some are missing it names them instead of running. Wheels for what the image
 lacks can travel in ./.whl (or --wheels DIR; `make gpu-wheels` builds it where PyPI is reachable):
 they are installed into $TMPDIR/salt-gpu-check/site (pip --no-index --no-deps --target) and put on
-the path. This checkout's `salt` is used (a launcher
-on PATH, the checkout on PYTHONPATH); nothing else is installed. The summary is also written to
+the path; a requirement of theirs that the node's own distributions miss (attrs, packaging, ...: the
+image's, at versions unknown in advance) is named as a warning before anything runs. This checkout's
+`salt` is used (a launcher on PATH, the checkout on PYTHONPATH); nothing else is installed. The summary is also written to
 WORKDIR/summary.txt.
 """
 
@@ -76,6 +77,32 @@ def install_wheels(wheels: Path, scratch: Path) -> Path | None:
     sys.path.insert(0, str(site))
     importlib.invalidate_caches()
     return site
+
+
+def unmet_requirements(site: Path) -> list[str]:
+    """What the wheels installed into `site` require that is absent, or present at a version they do
+    not accept, among the node's own distributions (the image's attrs, requests, ... that the wheels
+    rely on): named before anything runs, not found as a traceback deep in a job's log. What
+    gpu_wheels leaves out on purpose (PuLP, PyTables) is not asked for."""
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    from gpu_wheels import NOT_FOR_THE_CHECK, normalize
+
+    problems = []
+    for dist in sorted(importlib.metadata.distributions(path=[str(site)]), key=lambda d: normalize(d.metadata["Name"])):
+        for text in dist.requires or []:
+            try:
+                req = Requirement(text)
+            except InvalidRequirement:
+                continue
+            if (req.marker and not req.marker.evaluate({"extra": ""})) or normalize(req.name) in NOT_FOR_THE_CHECK:
+                continue
+            found = next(iter(importlib.metadata.distributions(name=req.name, path=[str(site), *sys.path])), None)
+            if found is None:
+                problems.append(f"{dist.metadata['Name']} {dist.version} (a wheel) needs {req}: not installed")
+            elif not req.specifier.contains(found.version, prereleases=True):
+                problems.append(f"{dist.metadata['Name']} {dist.version} (a wheel) needs {req}: found {found.version}")
+    return problems
 
 
 def environment(scratch: Path, site: Path | None = None) -> dict[str, str]:
@@ -238,7 +265,7 @@ def main() -> int:
     summary = gpu_header()
     if site is not None:
         summary.append(f"wheels from {wheels} installed into {site}")
-    problems = triton_build_problems()
+    problems = (unmet_requirements(site) if site is not None else []) + triton_build_problems()
     for problem in problems:
         say(f"gpu-check: WARNING: {problem}")
     summary += problems
@@ -248,7 +275,8 @@ def main() -> int:
         say("== 1. every gpu test")
         files = gpu_test_files()
         per_test = [f"--timeout={args.test_timeout:g}"] if importlib.util.find_spec("pytest_timeout") else []
-        code = run_logged([sys.executable, "-m", "pytest", "-m", "gpu", "-rs", "-q", "-p", "no:cacheprovider",
+        code = run_logged([sys.executable, "-m", "pytest", "-m", "gpu", "-rs", "-v", "--durations=10",
+                           "-p", "no:cacheprovider",
                            *per_test, *files], workdir / "pytest.log", env, timeout=args.timeout)
         summary.append(f"gpu tests ({', '.join(files)}): {pytest_summary(workdir / 'pytest.log')}")
         ok &= code == 0

@@ -127,6 +127,24 @@ def test_installs_only_the_wheels_of_what_is_missing(tmp_path):
         sys.path[:] = saved
 
 
+def test_requirements_the_node_does_not_meet_are_named(tmp_path):
+    """A wheel that needs a distribution the node lacks, or has at a version it refuses, is named
+    with both versions; what is met, what only an extra asks for and what gpu_wheels leaves out
+    (PuLP) is not."""
+    site = tmp_path / "site"
+    info = site / "salt_gpu_probe-1.0.dist-info"
+    info.mkdir(parents=True)
+    here = importlib.metadata.version("packaging")
+    (info / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: salt-gpu-probe\nVersion: 1.0\n"
+        f"Requires-Dist: packaging>={here}\nRequires-Dist: packaging<0.1\n"
+        "Requires-Dist: salt-no-such-distribution>=1\nRequires-Dist: pulp>=2\n"
+        "Requires-Dist: salt-another-missing; extra == 'docs'\n")
+    assert gpu_check.unmet_requirements(site) == [
+        f"salt-gpu-probe 1.0 (a wheel) needs packaging<0.1: found {here}",
+        "salt-gpu-probe 1.0 (a wheel) needs salt-no-such-distribution>=1: not installed"]
+
+
 def test_the_check_says_so_without_a_gpu(tmp_path):
     torch = pytest.importorskip("torch")
     if torch.cuda.is_available():
