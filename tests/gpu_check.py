@@ -20,8 +20,8 @@ lacks can travel in ./.whl (or --wheels DIR; `make gpu-wheels` builds it where P
 they are installed into $TMPDIR/salt-gpu-check/site (pip --no-index --no-deps --target) and put on
 the path; a requirement of theirs that the node's own distributions miss (attrs, packaging, ...: the
 image's, at versions unknown in advance) is named as a warning before anything runs. This checkout's
-`salt` is used (a launcher on PATH, the checkout on PYTHONPATH); nothing else is installed. The summary is also written to
-WORKDIR/summary.txt.
+`salt` is used (a launcher on PATH, the checkout on PYTHONPATH); nothing else is installed. The
+summary is also written to WORKDIR/summary.txt.
 """
 
 from __future__ import annotations
